@@ -1,0 +1,45 @@
+# kit: `make help` lists the targets. Options: CONFIG=configs/x.yaml SET="data.image_size=160 ..."
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/dogs-vs-cats-redux.yaml
+SET ?=
+FROM ?=
+KIT := $(PY) -m kit
+OPTS = --config $(CONFIG) $(if $(strip $(SET)),--set "$(SET)")
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "kit needs Python 3.11 (found " + sys.version.split()[0] + "): set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	@touch $@
+
+.PHONY: help venv demo test download data bench clean-demo
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  options: CONFIG=$(CONFIG) SET=\"section.key=value ...\" FROM=path/to/competition.zip"
+
+venv: $(VENV)/.installed ## create .venv and install requirements.txt (other targets do it when needed)
+
+demo: venv ## the whole chain offline on a generated synthetic competition (configs/demo.yaml)
+	$(KIT) demo --config configs/demo.yaml $(if $(strip $(SET)),--set "$(SET)")
+
+test: venv ## run the test suite
+	$(PY) -m pytest -q
+
+download: venv ## fetch + extract + verify the competition (Kaggle API; FROM=zip-or-folder for offline)
+	$(KIT) download $(OPTS) $(if $(FROM),--from "$(FROM)")
+
+data: venv ## index and check every image, write the seeded train/validation split
+	$(KIT) data $(OPTS)
+
+bench: venv ## benchmarks into BENCHMARKS.md (not part of make test)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean-demo: ## remove everything make demo wrote (demo/)
+	rm -rf demo
