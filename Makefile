@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data bench clean-demo
+.PHONY: help venv demo test download data train submit upload bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,15 @@ download: venv ## fetch + extract + verify the competition (Kaggle API; FROM=zip
 
 data: venv ## index and check every image, write the seeded train/validation split
 	$(KIT) data $(OPTS)
+
+train: venv ## fine-tune on the competition (index built if needed); best epoch kept in runs/<run>/
+	$(KIT) train $(OPTS)
+
+submit: venv ## predict the test set with TTA, check, write submissions/<run>-<time>.csv + submission.csv
+	$(KIT) submit $(OPTS)
+
+upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
+	$(KIT) upload $(OPTS)
 
 bench: venv ## benchmarks into BENCHMARKS.md (not part of make test)
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -2,6 +2,9 @@
 
     python -m kit download --config configs/dogs-vs-cats-redux.yaml [--from PATH]
     python -m kit data     --config configs/dogs-vs-cats-redux.yaml
+    python -m kit train    --config configs/dogs-vs-cats-redux.yaml --set train.finetune_epochs=7
+    python -m kit submit   --config configs/dogs-vs-cats-redux.yaml
+    python -m kit upload   --config configs/dogs-vs-cats-redux.yaml
     python -m kit demo
 
 Each stage is a plain function `run(config) -> path` in its own module; this file only parses
@@ -20,6 +23,9 @@ STAGES = {
     # name: (module, help)
     "download": ("kit.download", "fetch the competition (Kaggle API, --from PATH, or /kaggle/input), extract, verify"),
     "data": ("kit.data", "index and check every image, split train/validation once (seeded, stratified)"),
+    "train": ("kit.train", "fine-tune: head first, then layer-group learning rates under SGDR; keep the best epoch"),
+    "submit": ("kit.submit", "predict every test id with TTA, check, write submissions/ and submission.csv"),
+    "upload": ("kit.upload", "submit submission.csv to Kaggle with the run, validation score and commit"),
     "demo": ("kit.demo", "the whole chain offline on a generated synthetic competition"),
 }
 
@@ -36,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "download":
             stage.add_argument("--from", dest="source", default=None, metavar="PATH",
                                help="use this competition zip (as Kaggle serves it) or folder instead of the API")
+        if name == "upload":
+            stage.add_argument("--file", default=None, help="the CSV to submit (default: paths.submission)")
+            stage.add_argument("--message", default=None, help="the submission's description on Kaggle")
     return main
 
 
@@ -48,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, parse_overrides(args.overrides))
         module = importlib.import_module(STAGES[args.stage][0])
         extra = {"source": args.source} if args.stage == "download" else {}
+        if args.stage == "upload":
+            extra = {"file": args.file or cfg.paths.submission, "message": args.message}
         module.run(cfg, **extra)
     except KitError as error:
         print(f"error: {error}", file=sys.stderr)
