@@ -4,7 +4,8 @@
 
 It writes a small competition zip in Kaggle's exact shape (with two broken training files, as
 real downloads sometimes have), then runs the same stages as the real thing on it:
-download --from that zip, data (index, check, split), and the input pipeline.
+download --from that zip, data (index, check, split), train, submit. Because the synthetic
+competition's test labels are known, it ends by scoring the submission like Kaggle would.
 """
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kit import data, download
+import pandas as pd
+
+from kit import data, download, submit, train
 from kit import paths as kit_paths
 from kit.config import Config
+from kit.submission import log_loss
 from kit.synthetic import jpeg_bytes, make_competition_zip
 
 
@@ -44,14 +48,25 @@ def check_pipeline(cfg: Config) -> str:
             f"[{low:.0f}, {high:.0f}] with {int(batch_labels.numpy().sum())} dogs")
 
 
+def test_score(cfg: Config, source: Path) -> float:
+    """The submission's log loss against the synthetic test labels (what Kaggle would report)."""
+    truth = pd.read_csv(source.with_name(source.name + ".test_labels.csv"))
+    sub = pd.read_csv(kit_paths.latest_submission(cfg))
+    merged = truth.merge(sub, on="id", suffixes=("_true", ""))
+    return log_loss(merged["label_true"].to_numpy(), merged["label"].to_numpy())
+
+
 def run(cfg: Config) -> Path:
+    """Generate, download, index, train, submit, score; return the submission's path."""
     source = synthetic_zip(cfg)
     print(f"demo: synthetic competition {source}")
     download.run(cfg, source=str(source))
-    index_dir = data.run(cfg)
-    summary = check_pipeline(cfg)
-    index = data.load_index(cfg)
-    print(f"demo: checked download (zip integrity, counts, sample ids = test ids), "
-          f"{len(index.train)} train / {len(index.val)} validation / {len(index.test)} test images indexed, "
-          f"{len(index.quarantine)} quarantined (see {kit_paths.index_dir(cfg) / 'quarantine.csv'}), {summary}.")
-    return index_dir
+    data.run(cfg)
+    print(f"demo: data side checked: {check_pipeline(cfg)}")
+    train.run(cfg)
+    archived = submit.run(cfg)
+    loss = test_score(cfg, source)
+    print(f"demo: done. {kit_paths.latest_submission(cfg)} ({archived.name}) scores test log loss "
+          f"{loss:.4f} on the hidden synthetic labels (a constant 0.5 scores 0.6931). "
+          f"Raw data: {kit_paths.raw_dir(cfg)}, quarantine report: {kit_paths.index_dir(cfg) / 'quarantine.csv'}")
+    return archived

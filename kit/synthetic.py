@@ -2,8 +2,9 @@
 
     python -m kit synthetic --out data/synthetic/dogs-vs-cats-redux-kernels-edition.zip
 
-Cats are round blobs, dogs are square ones, on noisy backgrounds of random colour, so a small CNN
-(and a pretrained one) can learn them in seconds and a horizontal flip keeps the label.
+Cats are round blobs with horizontal stripes, dogs square blobs with vertical stripes, on noisy
+backgrounds of random colour: a small CNN (and a pretrained one) learns them in seconds, and the
+side-on augmentation (flip, ±10° rotation, zoom) keeps the label.
 The outer zip holds train.zip (train/cat.N.jpg, train/dog.N.jpg), test.zip (test/<id>.jpg) and
 sample_submission.csv, like the real download. The hidden test labels are written beside it.
 """
@@ -22,7 +23,7 @@ CLASSES = ("cat", "dog")
 
 
 def draw_image(label: int, rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """One picture: a round (cat, 0) or square (dog, 1) blob on a noisy coloured background."""
+    """One picture: a round, horizontally striped (cat, 0) or square, vertically striped (dog, 1) blob."""
     background = rng.integers(0, 256, 3)
     pixels = np.clip(background + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
     image = Image.fromarray(pixels)
@@ -32,7 +33,14 @@ def draw_image(label: int, rng: np.random.Generator, size: int = 64) -> Image.Im
     box = (int(cx - radius), int(cy - radius), int(cx + radius), int(cy + radius))
     colour = tuple(int(c) for c in (255 - background + rng.integers(-30, 30, 3)) % 256)
     (draw.ellipse if label == 0 else draw.rectangle)(box, fill=colour)
-    return image
+    stripes = np.asarray(image).copy()
+    period = int(rng.integers(4, 7))
+    lines = (np.arange(size) // (period // 2)) % 2 == 0
+    mask = np.zeros((size, size), bool)
+    mask[box[1]:box[3], box[0]:box[2]] = True
+    mask &= lines[:, None] if label == 0 else lines[None, :]
+    stripes[mask] = stripes[mask] // 3
+    return Image.fromarray(stripes)
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

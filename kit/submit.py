@@ -1,0 +1,57 @@
+"""`make submit`: predict every test id with test-time augmentation and write a checked submission.
+
+    python -m kit submit --config configs/dogs-vs-cats-redux.yaml [--set submit.run=<run>]
+
+The validation split goes through exactly the same post-processing first (TTA views, clipping,
+the label column's direction: label = P(dog)), and its log loss is printed and stored with the
+submission, so a flipped label or misaligned ids shows up as a bad score before any upload.
+Writes submissions/<run>-<timestamp>.csv and copies it to submission.csv (each through a temporary
+name); a check that fails leaves every existing submission untouched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kit import data, pipeline, predict
+from kit import paths as kit_paths
+from kit.config import Config
+from kit.errors import KitError
+from kit.submission import build_frame, validation_score, write_submission
+
+
+def score_validation(cfg: Config, model, index, classes: list[str]) -> dict:
+    """Validation metrics through the submission's own path (TTA, clipping, column direction)."""
+    paths = list(index.val["path"])
+    images = pipeline.load_images(cfg, paths, "val")
+    probabilities = predict.predict_views(cfg, model, images, paths, cfg.submit.tta)
+    return validation_score(index.val["label"].to_numpy(), probabilities, cfg.submit.clip, classes)
+
+
+def predict_test(cfg: Config, model, index) -> np.ndarray:
+    paths = list(index.test["path"])
+    images = pipeline.load_images(cfg, paths, "test")
+    return predict.predict_views(cfg, model, images, paths, cfg.submit.tta)
+
+
+def run(cfg: Config) -> Path:
+    """Write the submission for the chosen run; return the archived CSV's path."""
+    index = data.load_index(cfg)
+    if index.test is None or index.sample_submission is None:
+        raise KitError("this dataset has no test images and sample_submission.csv: nothing to submit "
+                       "(use `make predict` for your own images)")
+    run = predict.find_run(cfg)
+    model, classes = predict.load_run(run)
+    if classes != index.classes:
+        raise KitError(f"run {run.name} was trained on classes {classes}, the index has {index.classes}: "
+                       f"pick a run of this dataset with submit.run")
+    print(f"submit: run {run.name}, TTA views {cfg.submit.tta}, clip {cfg.submit.clip}")
+    score = score_validation(cfg, model, index, classes)
+    print(f"submit: validation log loss {score['val_log_loss']:.4f}, accuracy {score['val_accuracy']:.4f} "
+          f"on {score['val_rows']} images (after TTA and clipping; constant prior scores "
+          f"{score['val_prior_log_loss']:.4f})")
+    frame = build_frame(index.test["id"].to_numpy(), predict_test(cfg, model, index), classes)
+    meta = {**score, "run": run.name, "tta": list(cfg.submit.tta), "competition": cfg.competition.slug}
+    return write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run.name,
+                            cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))

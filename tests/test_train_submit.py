@@ -1,0 +1,98 @@
+"""End to end on the synthetic competition: download -> data -> train -> submit, and what each leaves."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kit import data, download, predict, submit, train
+from kit.errors import KitError
+from kit.submission import log_loss
+from kit.synthetic import make_competition_zip
+
+
+@pytest.fixture(scope="module")
+def competition_zip(tmp_path_factory):
+    """A synthetic competition big enough to learn from in seconds: 2 x 100 train, 30 test, 64 px."""
+    out = tmp_path_factory.mktemp("learnable") / "dogs-vs-cats-redux-kernels-edition.zip"
+    return make_competition_zip(out, train_per_class=100, n_test=30, size=64, seed=3)
+
+
+@pytest.fixture
+def tiny(cfg, competition_zip):
+    """The synthetic competition downloaded and indexed, with a small from-scratch CNN to train."""
+    for item in ["data.image_size=64", "data.batch_size=16", "model.backbone=small_cnn", "model.weights=none",
+                 "train.head_epochs=1", "train.finetune_epochs=15", "train.lr=0.01", "train.run_name=tiny",
+                 "data.val_fraction=0.25"]:
+        key, value = item.split("=")
+        section, name = key.split(".")
+        current = getattr(getattr(cfg, section), name)
+        setattr(getattr(cfg, section), name, type(current)(value))
+    cfg.train.group_lr_ratios = [0.3, 1.0]  # from scratch: the low layers must learn too
+    cfg.paths.submission = str(cfg.paths.submissions_dir) + "/../submission.csv"
+    download.run(cfg, source=str(competition_zip))
+    data.run(cfg)
+    return cfg
+
+
+@pytest.mark.slow
+def test_train_then_submit_end_to_end(tiny, competition_zip, monkeypatch):
+    run = train.run(tiny)
+    for name in ("best.keras", "metrics.csv", "config.yaml", "versions.json", "classes.json", "summary.json"):
+        assert (run / name).is_file(), name
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(16))
+    assert {"loss", "val_log_loss", "val_accuracy", "lr", "stage"} <= set(metrics.columns)
+    assert list(metrics["stage"]) == [1] + [2] * 15  # head, then fine-tune
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_log_loss"] == pytest.approx(metrics["val_log_loss"].min(), rel=1e-5)  # best, not last
+    assert summary["best_epoch"] == int(metrics["val_log_loss"].idxmin()) + 1
+
+    archived = submit.run(tiny)
+    latest = pd.read_csv(tiny.paths.submission)
+    assert archived.read_bytes() == open(tiny.paths.submission, "rb").read()
+    sample = pd.read_csv(data.load_index(tiny).sample_submission)
+    assert list(latest.columns) == ["id", "label"] and list(latest["id"]) == list(sample["id"])
+    assert latest["label"].between(0.005, 0.995).all()
+    meta = json.loads(open(str(tiny.paths.submission) + ".json").read())
+    assert meta["run"] == "tiny" and meta["tta"] == ["original", "hflip"]
+    truth = pd.read_csv(str(competition_zip) + ".test_labels.csv")
+    # 150 small training images: clearly better than a constant 0.5 is what a test this small can promise.
+    assert log_loss(truth["label"].to_numpy(), latest["label"].to_numpy()) < 0.5
+
+    # A model whose output means P(cat) is caught through the validation score; nothing overwritten.
+    before = open(tiny.paths.submission, "rb").read(), sorted(p.name for p in archived.parent.iterdir())
+    real = predict.predict_views
+    monkeypatch.setattr(predict, "predict_views", lambda *a, **k: 1.0 - real(*a, **k))
+    with pytest.raises(KitError, match="probably P\\(cat\\) rather than P\\(dog\\)"):
+        submit.run(tiny)
+    assert (open(tiny.paths.submission, "rb").read(), sorted(p.name for p in archived.parent.iterdir())) == before
+
+
+@pytest.mark.slow
+def test_tta_is_the_mean_of_its_views(tiny):
+    run = train.run(tiny)
+    model, _ = predict.load_run(run)
+    paths = list(data.load_index(tiny).test["path"])
+    from kit.pipeline import load_images
+    images = load_images(tiny, paths, "test")
+    both = predict.predict_views(tiny, model, images, paths, ["original", "hflip"])
+    one = predict.predict_views(tiny, model, images, paths, ["original"])
+    flipped = predict.predict_views(tiny, model, images, paths, ["hflip"])
+    np.testing.assert_allclose(both, (one + flipped) / 2, rtol=1e-5)
+    assert both.shape == (len(paths),)
+
+
+def test_submit_without_a_trained_run_is_a_clear_error(tiny):
+    with pytest.raises(KitError, match="no trained run .*make train"):
+        submit.run(tiny)
+
+
+def test_run_name_that_already_holds_a_model_is_refused(tiny):
+    run_dir = tiny.paths.runs_dir + "/tiny"
+    import pathlib
+    pathlib.Path(run_dir).mkdir(parents=True)
+    (pathlib.Path(run_dir) / "best.keras").write_bytes(b"previous model")
+    with pytest.raises(KitError, match="already holds a trained model"):
+        train.run(tiny)
+    assert (pathlib.Path(run_dir) / "best.keras").read_bytes() == b"previous model"
