@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload bench clean-demo
+.PHONY: help venv demo test download data train submit upload report bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ submit: venv ## predict the test set with TTA, check, write submissions/<run>-<t
 
 upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
 	$(KIT) upload $(OPTS)
+
+report: venv ## plots and report.html for a run (RUN=name, default the newest)
+	$(KIT) report $(OPTS) $(if $(RUN),--run "$(RUN)")
 
 bench: venv ## benchmarks into BENCHMARKS.md (not part of make test)
 	$(PY) bench/run.py $(BENCH_ARGS)

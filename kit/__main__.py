@@ -26,7 +26,28 @@ STAGES = {
     "train": ("kit.train", "fine-tune: head first, then layer-group learning rates under SGDR; keep the best epoch"),
     "submit": ("kit.submit", "predict every test id with TTA, check, write submissions/ and submission.csv"),
     "upload": ("kit.upload", "submit submission.csv to Kaggle with the run, validation score and commit"),
+    "predict": ("kit.predict", "top-k classes of single images or a folder with a trained run"),
+    "export": ("kit.export", "the trained model as .keras, SavedModel and TFLite, raw RGB in, labels baked in"),
+    "lr-find": ("kit.lr_find", "learning-rate range test: loss against rate (PNG) and a suggested rate"),
+    "report": ("kit.report", "plots and report.html for a run"),
     "demo": ("kit.demo", "the whole chain offline on a generated synthetic competition"),
+}
+
+# Stage-specific options: (flags, argparse keywords). Their destinations are passed to run(cfg, ...).
+ARGUMENTS = {
+    "download": [(["--from"], dict(dest="source", default=None, metavar="PATH",
+                                    help="use this competition zip (as Kaggle serves it) or folder instead of the API"))],
+    "upload": [(["--file"], dict(default=None, help="the CSV to submit (default: paths.submission)")),
+               (["--message"], dict(default=None, help="the submission's description on Kaggle"))],
+    "predict": [(["images"], dict(nargs="+", metavar="IMAGE", help="image files or folders")),
+                (["--run"], dict(default=None, help="run folder or name (default: the newest)")),
+                (["--top-k"], dict(dest="top_k", type=int, default=3, help="classes shown per image")),
+                (["--tta"], dict(action="store_true", help="average the submit.tta views")),
+                (["--csv"], dict(default=None, metavar="PATH", help="also write the predictions to this CSV"))],
+    "export": [(["--run"], dict(default=None, help="run folder or name (default: the newest)")),
+               (["--out"], dict(default=None, help="output folder (default: <run>/export)"))],
+    "lr-find": [(["--run"], dict(default=None, help="start from this run's model (finetune stage)"))],
+    "report": [(["--run"], dict(default=None, help="run folder or name (default: the newest)"))],
 }
 
 
@@ -39,12 +60,8 @@ def parser() -> argparse.ArgumentParser:
         stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key, e.g. --set data.image_size=160 (repeatable; "
                                 "several may share one quoted argument)")
-        if name == "download":
-            stage.add_argument("--from", dest="source", default=None, metavar="PATH",
-                               help="use this competition zip (as Kaggle serves it) or folder instead of the API")
-        if name == "upload":
-            stage.add_argument("--file", default=None, help="the CSV to submit (default: paths.submission)")
-            stage.add_argument("--message", default=None, help="the submission's description on Kaggle")
+        for flags, options in ARGUMENTS.get(name, []):
+            stage.add_argument(*flags, **options)
     return main
 
 
@@ -56,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, parse_overrides(args.overrides))
         module = importlib.import_module(STAGES[args.stage][0])
-        extra = {"source": args.source} if args.stage == "download" else {}
+        extra = {k: v for k, v in vars(args).items() if k not in ("stage", "config", "overrides")}
         if args.stage == "upload":
-            extra = {"file": args.file or cfg.paths.submission, "message": args.message}
+            extra["file"] = extra["file"] or cfg.paths.submission
         module.run(cfg, **extra)
     except KitError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -75,6 +75,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     run_name: str = ""  # empty: <config name>-<timestamp>
+    resume: bool = True  # continue the newest unfinished run of this config (same config only)
     head_epochs: int = 2  # stage 1: backbone frozen
     head_lr: float = 1e-3
     finetune_epochs: int = 3  # stage 2: backbone unfrozen, layer-group learning rates, SGDR
@@ -85,6 +86,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    precompute: bool = False  # head only, on cached backbone features (fast.ai's precompute=True)
+    precompute_passes: int = 0  # extra augmented passes over the training set, cached as features too
+    head_precompute_epochs: int = 20  # epochs of the head on cached features (each well under a second)
 
 
 @dataclass
@@ -96,6 +100,23 @@ class SubmitConfig:
 
 
 @dataclass
+class LrFindConfig:
+    stage: str = "head"  # head: the head on cached features | finetune: the unfrozen model
+    start_lr: float = 1e-6
+    end_lr: float = 1.0
+    steps: int = 100
+    smoothing: float = 0.98  # exponential smoothing of the loss curve
+    diverge: float = 4.0  # stop when the smoothed loss exceeds this many times its minimum
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = field(default_factory=lambda: ["keras", "saved_model", "tflite", "tflite_float16"])
+    tolerance: float = 1e-4  # max |exported - keras| probability on real images, float32 formats
+    tolerance_quantized: float = 2e-2  # the same for float16 / dynamic-range quantized TFLite
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     competition: CompetitionConfig = field(default_factory=CompetitionConfig)
@@ -104,6 +125,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    lr_find: LrFindConfig = field(default_factory=LrFindConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     name: str = "default"  # set from the config file's name
 
 

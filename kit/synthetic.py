@@ -79,3 +79,73 @@ def make_competition_zip(out: str | Path, train_per_class: int = 150, n_test: in
     labels = "id,label\n" + "".join(f"{i + 1},{int(v)}\n" for i, v in enumerate(test_labels))
     out.with_name(out.name + ".test_labels.csv").write_text(labels)
     return out
+
+
+FOLDER_SHAPES = ("ellipse", "rectangle", "triangle")
+FOLDER_PATTERNS = ("horizontal", "vertical", "checks")  # all unchanged by a horizontal flip
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], fill) -> None:
+    left, top, right, bottom = box
+    if shape == "triangle":  # apex up: symmetric, so a flipped triangle is still a triangle
+        draw.polygon([((left + right) // 2, top), (left, bottom), (right, bottom)], fill=fill)
+    else:
+        (draw.ellipse if shape == "ellipse" else draw.rectangle)(box, fill=fill)
+
+
+def draw_class_image(label: int, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """One picture of class `label` (0..8): a shape and a stripe pattern, both kept by flip and small rotations.
+
+    Class k gets shape k % 3 and pattern (k + k // 3) % 3, so classes 0-2 differ in both and up to nine
+    classes are all distinct combinations.
+    """
+    if not 0 <= label < len(FOLDER_SHAPES) * len(FOLDER_PATTERNS):
+        raise ValueError(f"draw_class_image draws classes 0..8, got {label}")
+    shape, pattern = FOLDER_SHAPES[label % 3], FOLDER_PATTERNS[(label + label // 3) % 3]
+    background = rng.integers(0, 256, 3)
+    pixels = np.clip(background + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+    radius = int(rng.integers(size // 5, size // 3))
+    cx, cy = (int(v) for v in rng.integers(radius, size - radius, 2))
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    colour = tuple(int(c) for c in (255 - background + rng.integers(-30, 30, 3)) % 256)
+    mask = Image.new("L", (size, size))
+    _draw_shape(ImageDraw.Draw(mask), shape, box, 255)
+    half = int(rng.integers(4, 7)) // 2
+    on = (np.arange(size) // half) % 2 == 0
+    lines = {"horizontal": on[:, None] & np.ones(size, bool)[None, :],
+             "vertical": np.ones(size, bool)[:, None] & on[None, :],
+             "checks": on[:, None] ^ on[None, :]}[pattern]
+    inside = np.asarray(mask) > 0
+    pixels[inside] = colour
+    pixels[inside & lines] //= 3
+    return Image.fromarray(pixels)
+
+
+def make_folder_dataset(out: str | Path, classes: tuple[str, ...] = ("a", "b", "c"), per_class: int = 60,
+                        size: int = 64, seed: int = 0, test: int = 0) -> Path:
+    """A folder-per-class dataset at `out` (`<class>/<n>.jpg`); return `out`. Written to a temp name, renamed.
+
+    With `test` > 0 it also holds `test/<id>.jpg` (ids: 10 hex digits, like many Kaggle datasets) and
+    `sample_submission.csv` (`id,<class 1>,...` with uniform probabilities), and the hidden test labels
+    go beside the folder in `<out>.test_labels.csv` (id, label, class_name).
+    """
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    test_labels = rng.integers(0, len(classes), test)
+    ids = [f"{int(v):010x}" for v in rng.choice(16 ** 10, size=test, replace=False)] if test else []
+    with atomic_path(out) as tmp:
+        for label, name in enumerate(classes):
+            (tmp / name).mkdir(parents=True)
+            for i in range(per_class):
+                (tmp / name / f"{i}.jpg").write_bytes(jpeg_bytes(draw_class_image(label, rng, size)))
+        if test:
+            (tmp / "test").mkdir()
+            for image_id, label in zip(ids, test_labels):
+                (tmp / "test" / f"{image_id}.jpg").write_bytes(jpeg_bytes(draw_class_image(int(label), rng, size)))
+            uniform = ",".join([f"{1 / len(classes):.6f}"] * len(classes))
+            (tmp / "sample_submission.csv").write_text(
+                f"id,{','.join(classes)}\n" + "".join(f"{image_id},{uniform}\n" for image_id in ids))
+    if test:
+        rows = "".join(f"{image_id},{int(label)},{classes[int(label)]}\n" for image_id, label in zip(ids, test_labels))
+        out.with_name(out.name + ".test_labels.csv").write_text("id,label,class_name\n" + rows)
+    return out

@@ -1,5 +1,6 @@
 """End to end on the synthetic competition: download -> data -> train -> submit, and what each leaves."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -88,11 +89,15 @@ def test_submit_without_a_trained_run_is_a_clear_error(tiny):
         submit.run(tiny)
 
 
-def test_run_name_that_already_holds_a_model_is_refused(tiny):
-    run_dir = tiny.paths.runs_dir + "/tiny"
-    import pathlib
-    pathlib.Path(run_dir).mkdir(parents=True)
-    (pathlib.Path(run_dir) / "best.keras").write_bytes(b"previous model")
-    with pytest.raises(KitError, match="already holds a trained model"):
+@pytest.mark.parametrize("files, message", [
+    ({"best.keras": b"previous model"}, "already exists: .*not an unfinished kit run"),
+    ({"best.keras": b"previous model", "summary.json": b"{}", "config.yaml": b"{}"}, "already finished"),
+])
+def test_run_folder_that_is_not_resumable_is_never_trained_over(tiny, files, message):
+    run_dir = Path(tiny.paths.runs_dir) / "tiny"
+    run_dir.mkdir(parents=True)
+    for name, content in files.items():
+        (run_dir / name).write_bytes(content)
+    with pytest.raises(KitError, match=message):
         train.run(tiny)
-    assert (pathlib.Path(run_dir) / "best.keras").read_bytes() == b"previous model"
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == files

@@ -1,0 +1,324 @@
+"""Precomputed backbone features: fast.ai's `precompute=True` (TF for Poets' "bottlenecks"), cached on disk.
+
+    python -m kit train --config configs/dogs-vs-cats-redux.yaml --set train.precompute=true
+
+With the backbone frozen, every image's pooled backbone output (what the head's dropout and dense
+layers consume) never changes, so it is computed once and stored as a float32 .npy under
+`cache/features/`. The head then trains on those vectors in memory: an epoch over thousands of
+images takes a fraction of a second, and test-time views cost one cached array each.
+
+A file is keyed by everything that determines its numbers: a SHA-256 of the backbone's weights
+(so ImageNet, a weights file or a fine-tuned run each get their own features, and a submission can
+never pair a head with another backbone's features), the model's architecture name, preprocessing
+and pooling, the image size, the image list (paths, sizes, mtimes: the pixel cache's own key), the
+test-time view, and for the augmented training passes the augmentation settings and the pass
+number. The key is written beside each file as .json. Change any of them and the features are
+recomputed; keep them and they are reused.
+
+`train_head(cfg, index, run_dir)` is the whole precompute training path (it writes the usual run
+folder, with `best.keras` the FULL model: raw pixels in); `predict_views_from_features` is TTA
+prediction for submit from cached features.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from kit import paths as kit_paths
+from kit import pipeline
+from kit.augment import build_augmenter
+from kit.config import Config, save_provenance
+from kit.errors import KitError
+from kit.fsutil import atomic_path, write_text_atomic
+
+FEATURES_DIR = "features"
+KEY_VERSION = 1  # bump when the way features are computed changes
+POOL_LAYER = "head_pool"
+
+
+# ---- the model's two halves -------------------------------------------------------------------------
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """Pixels -> pooled backbone features: the model up to and including `head_pool`."""
+    return keras.Model(model.inputs, model.get_layer(POOL_LAYER).output, name="features")
+
+
+def head_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers after `head_pool` (dropout, optional dense + dropout, head_out): a plain chain."""
+    names = [layer.name for layer in model.layers]
+    if POOL_LAYER not in names:
+        raise KitError(f"model {model.name} has no '{POOL_LAYER}' layer: precompute needs a model from kit.model")
+    return model.layers[names.index(POOL_LAYER) + 1:]
+
+
+def head_model(model: keras.Model) -> keras.Model:
+    """Features -> probabilities through the model's OWN head layers (weights shared, not copied)."""
+    pool = model.get_layer(POOL_LAYER)
+    features = keras.Input(tuple(pool.output.shape[1:]), name="features")
+    x = features
+    for layer in head_layers(model):
+        x = layer(x)
+    return keras.Model(features, x, name="head")
+
+
+# ---- the cache key ----------------------------------------------------------------------------------
+
+def backbone_identity(model: keras.Model) -> dict:
+    """What makes the feature extractor's numbers: architecture, preprocessing, pooling, weights' digest."""
+    digest = hashlib.sha256()
+    for variable in feature_extractor(model).weights:  # trainable and BatchNorm statistics alike
+        value = keras.ops.convert_to_numpy(variable)
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape}\n".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    preprocess = model.get_layer("preprocess")
+    return {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]),
+            "preprocess": [type(preprocess).__name__, _plain(preprocess.get_config(), drop=("name", "trainable"))],
+            "pooling": type(model.get_layer(POOL_LAYER)).__name__, "weights_sha256": digest.hexdigest()}
+
+
+def _plain(config: dict, drop=()) -> dict:
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in drop}, default=str))
+
+
+def feature_key(cfg: Config, identity: dict, paths: Sequence[str], view: str, augment_pass: int = 0) -> dict:
+    key = {"version": KEY_VERSION, **identity, "image_size": cfg.data.image_size, "images": len(paths),
+           "images_key": pipeline.cache_key(paths, cfg.data.image_size), "view": view}
+    if augment_pass:
+        key.update(augment_pass=augment_pass, augment=asdict(cfg.augment))
+    return key
+
+
+def feature_file(cfg: Config, key: dict, name: str) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    view = f"aug{key['augment_pass']}" if key.get("augment_pass") else key["view"]
+    return (kit_paths.cache_dir(cfg) / FEATURES_DIR /
+            f"{name}-{view}-{key['model']}-{key['image_size']}px-{key['images']}-{digest}.npy")
+
+
+# ---- computing and caching --------------------------------------------------------------------------
+
+def features(cfg: Config, model: keras.Model, paths: Sequence[str], name: str, view: str = "original",
+             augment_pass: int = 0, identity: dict | None = None) -> np.ndarray:
+    """(n, dim) float32 features of `paths` seen through `view` (or augmentation pass k > 0), cached.
+
+    `name` ("train", "val", "test") names the files and the shared pixel cache.
+    """
+    paths = [str(p) for p in paths]
+    size = tuple(model.inputs[0].shape[1:3])
+    if size != (cfg.data.image_size,) * 2:
+        raise KitError(f"the model takes {size[0]}px images but data.image_size is {cfg.data.image_size}: "
+                       f"set data.image_size={size[0]}")
+    key = feature_key(cfg, identity or backbone_identity(model), paths, view, augment_pass)
+    final = feature_file(cfg, key, name)
+    if final.exists():
+        return np.load(final)
+    out = _compute(cfg, model, paths, name, view, augment_pass)
+    write_text_atomic(final.with_suffix(".json"), json.dumps(key, indent=2) + "\n")
+    with atomic_path(final, suffix=".npy") as tmp:  # an interrupted run never leaves a partial file
+        np.save(tmp, out)
+    return out
+
+
+def _compute(cfg: Config, model: keras.Model, paths: list[str], name: str, view: str,
+             augment_pass: int) -> np.ndarray:
+    """Forward passes over every image, with a progress bar (rate, ETA)."""
+    import tensorflow as tf
+
+    extractor = feature_extractor(model)
+    out = np.empty((len(paths), extractor.output.shape[-1]), np.float32)
+    augment = None
+    if augment_pass:
+        augment = build_augmenter(cfg.augment, seed=augment_pass)
+        if augment is None:
+            raise KitError("train.precompute_passes > 0 needs augmentation: set augment.enabled=true "
+                           "or train.precompute_passes=0")
+        tf.random.set_seed(augment_pass)  # the fused augmenter draws from TF's global generator
+    if not paths:
+        return out
+    images = pipeline.load_images(cfg, paths, name)  # the pixel cache other stages share
+    stream = pipeline.prediction_stream(cfg, images, len(paths), paths, view="original" if augment else view)
+    label = f"aug{augment_pass}" if augment else view
+    done = 0
+    with tqdm(total=len(paths), desc=f"features {name}/{label}", unit="img") as bar:
+        for batch in stream:
+            if augment is not None:
+                batch = augment(batch)  # eagerly, in order: the same pass gives the same pictures
+            out[done:done + len(batch)] = extractor.predict_on_batch(batch)
+            done += len(batch)
+            bar.update(len(batch))
+    return out
+
+
+def training_features(cfg: Config, model: keras.Model, paths: Sequence[str], labels: np.ndarray,
+                      identity: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The original training features plus `train.precompute_passes` augmented passes, and their labels."""
+    passes = cfg.train.precompute_passes
+    if passes < 0:
+        raise KitError(f"train.precompute_passes must be >= 0, got {passes}")
+    identity = identity or backbone_identity(model)
+    parts = [features(cfg, model, paths, "train", "original", k, identity) for k in range(passes + 1)]
+    return np.concatenate(parts), np.concatenate([labels] * (passes + 1))
+
+
+def predict_views_from_features(cfg: Config, model: keras.Model, paths: Sequence[str], views: Sequence[str],
+                                name: str) -> np.ndarray:
+    """Probabilities averaged over test-time `views`, from cached features and the model's head.
+
+    Same shapes as kit.predict.predict_views: binary -> P(class 1) per image, else (n, classes).
+    Features missing from the cache are computed (and cached) first.
+    """
+    if not views:
+        raise KitError("submit.tta is empty: give at least one view, e.g. [original, hflip]")
+    identity, head = backbone_identity(model), head_model(model)
+    total = None
+    for view in views:
+        probabilities = head.predict(features(cfg, model, paths, name, view, identity=identity),
+                                     batch_size=4096, verbose=0)
+        total = probabilities if total is None else total + probabilities
+    mean = total / len(views)
+    return mean[:, 0] if mean.shape[1] == 1 else mean
+
+
+# ---- training the head ------------------------------------------------------------------------------
+
+class BestWeights(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the lowest validation log loss (in memory: no file per epoch)."""
+
+    def __init__(self, monitor: str = "val_log_loss"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.weights = monitor, math.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and np.isfinite(value) and value < self.best:
+            self.best, self.best_epoch, self.weights = float(value), epoch + 1, self.model.get_weights()
+
+
+class EpochBar(keras.callbacks.Callback):
+    """One progress bar over the epochs, showing the validation log loss."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.bar = tqdm(total=epochs, desc="head on features", unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.set_postfix(val_log_loss=f"{(logs or {}).get('val_log_loss', float('nan')):.4f}")
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
+def _feature_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if seed is not None:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: Path, n_classes: int) -> BestWeights:
+    """Train the model's head on feature arrays under SGDR; leave the best epoch's weights in place."""
+    from kit.optim import sgdr_schedule
+    from kit.train import EpochExtras, compile_model
+
+    t, batch_size = cfg.train, cfg.data.batch_size
+    steps_per_epoch = math.ceil(len(train_xy[0]) / batch_size)
+    schedule = sgdr_schedule(t.head_lr, steps_per_epoch, t.cycle_epochs, t.cycle_mult, t.warmup_epochs)
+    optimizer = (keras.optimizers.AdamW(schedule, weight_decay=t.weight_decay) if t.weight_decay
+                 else keras.optimizers.Adam(schedule))
+    head = head_model(model)
+    compile_model(head, optimizer, cfg, n_classes)
+    head.steps_per_execution = min(steps_per_epoch, 32)  # per-step Python overhead dominates tiny steps
+    best, epochs = BestWeights(), t.head_precompute_epochs
+    callbacks = [EpochExtras("head"), keras.callbacks.CSVLogger(str(run_dir / "metrics.csv")), best,
+                 keras.callbacks.TerminateOnNaN(), EpochBar(epochs)]
+    history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed), epochs=epochs, verbose=0,
+                       validation_data=_feature_dataset(*val_xy, 4096, None), callbacks=callbacks)
+    done = len(history.history.get("loss", []))
+    _write_lr_csv(run_dir / "lr.csv", schedule, steps_per_epoch, done)
+    if best.weights is not None:
+        head.set_weights(best.weights)
+    losses = history.history.get("loss", [])
+    if not losses or not np.isfinite(losses[-1]):
+        if best.weights is not None:
+            _save_model(model, run_dir)
+        raise KitError(f"training loss became NaN on the cached features: lower train.head_lr "
+                       f"(best epoch so far kept in {run_dir})")
+    return best
+
+
+def _write_lr_csv(path: Path, schedule, steps_per_epoch: int, epochs: int) -> None:
+    steps = np.arange(steps_per_epoch * epochs)
+    rates = keras.ops.convert_to_numpy(schedule(steps)).astype(float) if len(steps) else np.zeros(0)
+    frame = pd.DataFrame({"step": steps, "epoch": steps // steps_per_epoch, "lr": rates})
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
+def _save_model(model: keras.Model, run_dir: Path) -> None:
+    with atomic_path(run_dir / "best.keras", suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def val_predictions_frame(val: pd.DataFrame, probabilities: np.ndarray, classes: list[str]) -> pd.DataFrame:
+    """path, label, class_name and prob (binary: P(classes[1])) or prob_<class> per class."""
+    frame = val[["path", "label", "class_name"]].reset_index(drop=True).copy()
+    if probabilities.ndim == 1:
+        frame["prob"] = probabilities
+    else:
+        for i, name in enumerate(classes):
+            frame[f"prob_{name}"] = probabilities[:, i]
+    return frame
+
+
+def train_head(cfg: Config, index, run_dir: Path) -> dict:
+    """The precompute training path: the head alone on cached features; writes the run folder.
+
+    `index` is data.load_index(cfg). Returns the summary (also written as summary.json).
+    """
+    from kit.model import build_model, set_backbone_trainable
+    from kit.submission import log_loss
+    from kit.train import label_array
+
+    started, run_dir = time.time(), Path(run_dir)
+    if cfg.train.head_precompute_epochs < 1:
+        raise KitError("train.precompute=true trains only the head: set train.head_precompute_epochs above 0")
+    if len(index.val) == 0:
+        raise KitError("precompute training keeps the best epoch by validation log loss: set data.val_fraction > 0")
+    classes, n_classes = list(index.classes), len(index.classes)
+    save_provenance(cfg, run_dir)
+    write_text_atomic(run_dir / "classes.json", json.dumps(classes) + "\n")
+    model = build_model(cfg, n_classes)
+    set_backbone_trainable(model, False)
+    identity = backbone_identity(model)
+    train_paths, val_paths = list(index.train["path"]), list(index.val["path"])
+    train_xy = training_features(cfg, model, train_paths, label_array(index.train["label"].to_numpy(), n_classes),
+                                 identity)
+    val_xy = (features(cfg, model, val_paths, "val", "original", identity=identity),
+              label_array(index.val["label"].to_numpy(), n_classes))
+    best = fit_head(cfg, model, train_xy, val_xy, run_dir, n_classes)
+    _save_model(model, run_dir)
+    probabilities = predict_views_from_features(cfg, model, val_paths, cfg.submit.tta, "val")
+    frame = val_predictions_frame(index.val, probabilities, classes)
+    write_text_atomic(run_dir / "val_predictions.csv", frame.to_csv(index=False))
+    summary = {"run": run_dir.name, "best_epoch": best.best_epoch, "val_log_loss": best.best,
+               "train_images": len(train_paths), "val_images": len(val_paths), "classes": classes,
+               "seconds": round(time.time() - started, 1), "precompute": True,
+               "precompute_passes": cfg.train.precompute_passes, "tta": list(cfg.submit.tta),
+               "val_log_loss_tta": log_loss(index.val["label"].to_numpy(), probabilities)}
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print(f"train: head on cached features, best epoch {best.best_epoch} with validation log loss {best.best:.4f} "
+          f"({summary['val_log_loss_tta']:.4f} with TTA {cfg.submit.tta}, no clipping); "
+          f"model in {run_dir / 'best.keras'}")
+    return summary

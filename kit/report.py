@@ -1,0 +1,351 @@
+"""`make report`: the plots and report.html of a training run.
+
+    python -m kit report --config configs/dogs-vs-cats-redux.yaml [--run NAME]
+
+Reads the run folder (metrics.csv, lr.csv, val_predictions.csv, classes.json, summary.json,
+config.yaml, versions.json), redraws every plot into <run>/plots/ (the folder is replaced as a
+whole, through a temporary name) and writes <run>/report.html, which links the PNGs relatively.
+A run needs only metrics.csv to be reported on: any other file it lacks (an older run, one
+interrupted before the end) is named in the report instead of failing it.
+"""
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from kit import paths as kit_paths
+from kit import plots
+from kit.config import Config
+from kit.errors import KitError
+from kit.fsutil import atomic_path, write_text_atomic
+
+REPORT = "report.html"
+PLOTS_DIR = "plots"
+GALLERY_N = 8  # images in the galleries that are not per class
+CLASS_GALLERY_N = 4  # images per true class in the per-class galleries
+GALLERY_SEED = 0  # the random galleries show the same images every time the report is rebuilt
+STAGE_NAMES = {1: "head", 2: "fine-tune"}
+KEY_SETTINGS = [
+    ("backbone", "model.backbone"), ("weights", "model.weights"), ("head dropout", "model.dropout"),
+    ("image size", "data.image_size"), ("batch size", "data.batch_size"), ("augmentation", "augment.enabled"),
+    ("head epochs (stage 1)", "train.head_epochs"), ("head lr", "train.head_lr"),
+    ("precompute", "train.precompute"), ("fine-tune epochs (stage 2)", "train.finetune_epochs"),
+    ("fine-tune lr (top group)", "train.lr"), ("group lr ratios", "train.group_lr_ratios"),
+    ("cycle epochs", "train.cycle_epochs"), ("cycle mult", "train.cycle_mult"),
+    ("warmup epochs", "train.warmup_epochs"), ("weight decay", "train.weight_decay"),
+    ("label smoothing", "train.label_smoothing"), ("TTA views", "submit.tta"), ("clip", "submit.clip"),
+]
+
+
+@dataclass
+class RunFiles:
+    """What a run folder holds, read once; `notes` says what is missing or could not be read."""
+    run_dir: Path
+    metrics: pd.DataFrame | None = None
+    lr: pd.DataFrame | None = None
+    predictions: pd.DataFrame | None = None  # a plots.prediction_table, paths resolved
+    classes: list[str] | None = None
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    config_text: str | None = None
+    versions_text: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def find_report_run(cfg: Config, run: str | None = None) -> Path:
+    """The run folder named by `run` (a folder or a name under paths.runs_dir), or the newest with metrics.csv."""
+    runs = kit_paths.runs_dir(cfg)
+    if run:
+        folder = Path(run) if Path(run).is_dir() else runs / run
+        if not (folder / "metrics.csv").is_file():
+            raise KitError(f"no metrics.csv in {folder}: pass --run with a trained run's folder or name (see {runs})")
+        return folder
+    found = sorted(runs.glob("*/metrics.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise KitError(f"no run with metrics.csv in {runs}: train one first with `make train`")
+    return found[-1].parent
+
+
+def run(cfg: Config, run: str | None = None) -> Path:
+    """The `report` stage: rebuild the plots and report.html of a run; return report.html's path."""
+    report = build_report(find_report_run(cfg, run))
+    print(f"report: {report}")
+    return report
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Redraw <run>/plots/ and write <run>/report.html from whatever the run folder holds."""
+    run_dir = Path(run_dir)
+    files = load_run_files(run_dir)
+    with atomic_path(run_dir / PLOTS_DIR) as tmp:
+        tmp.mkdir()
+        drawn = draw_plots(files, tmp)
+    return write_text_atomic(run_dir / REPORT, render_html(files, drawn))
+
+
+# ---- reading the run folder -------------------------------------------------------------------------
+
+def _read_csv(path: Path, required: list[str], notes: list[str], missing_means: str) -> pd.DataFrame | None:
+    if not path.is_file():
+        notes.append(f"{path.name} is missing: {missing_means}")
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        notes.append(f"{path.name} could not be read ({type(error).__name__}): {missing_means}")
+        return None
+    absent = [c for c in required if c not in frame.columns]
+    if absent:
+        notes.append(f"{path.name} lacks columns {', '.join(absent)}: {missing_means}")
+        return None
+    return frame
+
+
+def _read_json(path: Path, notes: list[str]):
+    if not path.is_file():
+        notes.append(f"{path.name} is missing")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        notes.append(f"{path.name} is not valid JSON")
+        return None
+
+
+def _resolve_paths(frame: pd.DataFrame, run_dir: Path) -> pd.Series:
+    """Absolute paths as written; a relative one that does not exist from here is tried from the run folder."""
+    def resolve(text: str) -> str:
+        path = Path(text)
+        return str(run_dir / path) if not path.is_absolute() and not path.exists() else text
+    return frame["path"].astype(str).map(resolve)
+
+
+def _classes(files: RunFiles, raw_predictions: pd.DataFrame | None) -> list[str] | None:
+    classes = _read_json(files.run_dir / "classes.json", files.notes) or files.summary.get("classes")
+    if not classes and raw_predictions is not None and "class_name" in raw_predictions.columns:
+        pairs = raw_predictions[["label", "class_name"]].drop_duplicates().sort_values("label")
+        classes = list(pairs["class_name"].astype(str))
+    return [str(c) for c in classes] if classes else None
+
+
+def load_run_files(run_dir: Path) -> RunFiles:
+    files = RunFiles(run_dir)
+    notes = files.notes
+    files.metrics = _read_csv(run_dir / "metrics.csv", ["epoch", "val_log_loss"], notes, "no loss plot or metrics")
+    if files.metrics is not None:
+        files.metrics = files.metrics.sort_values("epoch", kind="stable").reset_index(drop=True)
+    files.lr = _read_csv(run_dir / "lr.csv", ["step", "epoch", "lr"], notes, "no learning-rate plot")
+    files.summary = _read_json(run_dir / "summary.json", notes) or {}
+    if (run_dir / "config.yaml").is_file():
+        files.config_text = (run_dir / "config.yaml").read_text(errors="replace")
+        try:
+            loaded = yaml.safe_load(files.config_text)
+        except yaml.YAMLError:
+            loaded = None
+            notes.append("config.yaml is not valid YAML: the settings below are unknown")
+        files.config = loaded if isinstance(loaded, dict) else {}
+    else:
+        notes.append("config.yaml is missing: the settings below are unknown")
+    if (run_dir / "versions.json").is_file():
+        files.versions_text = (run_dir / "versions.json").read_text()
+    raw = _read_csv(run_dir / "val_predictions.csv", ["path", "label"], notes,
+                    "no confusion matrix, galleries or TTA scores")
+    files.classes = _classes(files, raw)
+    if raw is not None and files.classes:
+        try:
+            table = plots.prediction_table(raw, files.classes)
+            table["path"] = _resolve_paths(table, run_dir)
+            files.predictions = table
+        except (KitError, ValueError) as error:
+            notes.append(f"val_predictions.csv: {error}")
+    elif raw is not None:
+        notes.append("classes.json is missing and val_predictions.csv names no classes: no confusion matrix")
+    return files
+
+
+# ---- plots ------------------------------------------------------------------------------------------
+
+@dataclass
+class Drawn:
+    """One plot of the report: its file under plots/ if it was drawn, else why not."""
+    title: str
+    filename: str | None
+    note: str = ""
+
+
+def best_epoch(files: RunFiles) -> int | None:
+    """The best epoch, counted from 1: summary.json's, else the lowest val_log_loss in metrics.csv."""
+    if files.summary.get("best_epoch"):
+        return int(files.summary["best_epoch"])
+    if files.metrics is not None and files.metrics["val_log_loss"].notna().any():
+        return int(files.metrics.loc[files.metrics["val_log_loss"].idxmin(), "epoch"]) + 1
+    return None
+
+
+def draw_plots(files: RunFiles, folder: Path) -> list[Drawn]:
+    drawn = []
+    head = plots.head_epochs(files.metrics) if files.metrics is not None else 0
+    if files.lr is not None and len(files.lr):
+        drawn.append(Drawn("Learning rate", plots.plot_lr(files.lr, folder / "lr.png", head=head).name))
+    else:
+        drawn.append(Drawn("Learning rate", None, "no lr.csv rows in this run"))
+    if files.metrics is not None and len(files.metrics):
+        path = plots.plot_losses(files.metrics, folder / "losses.png", best_epoch=best_epoch(files))
+        drawn.append(Drawn("Loss and accuracy", path.name))
+    else:
+        drawn.append(Drawn("Loss and accuracy", None, "metrics.csv has no epochs"))
+    table = files.predictions
+    if table is None or not len(table):
+        drawn.append(Drawn("Confusion matrix and galleries", None, "no validation predictions in this run"))
+        return drawn
+    drawn.append(Drawn("Confusion matrix", plots.plot_confusion(table, files.classes, folder / "confusion.png").name))
+    for kind, (title, per_class) in plots.GALLERIES.items():
+        n = CLASS_GALLERY_N if per_class else GALLERY_N
+        path = plots.plot_gallery(table, kind, folder / f"gallery_{kind}.png", n=n, seed=GALLERY_SEED)
+        drawn.append(Drawn(title, path.name))
+    return drawn
+
+
+# ---- HTML -------------------------------------------------------------------------------------------
+
+def _esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _setting(config: dict, dotted: str):
+    """config.yaml's value for `section.key`, or "(not recorded)" (older runs, missing config)."""
+    section, _, key = dotted.partition(".")
+    values = config.get(section)
+    return values.get(key, "(not recorded)") if isinstance(values, dict) else "(not recorded)"
+
+
+def _table(rows: list[tuple], header: tuple | None = None, highlight: int | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join(("<tr class=\"best\">" if i == highlight else "<tr>")
+                   + "".join(f"<td>{_esc(_fmt(c))}</td>" for c in row) + "</tr>" for i, row in enumerate(rows))
+    return f"<table>{head}{body}</table>"
+
+
+def settings_rows(config: dict) -> list[tuple]:
+    """The key settings, plus each layer group's fine-tuning rate (train.lr x its ratio)."""
+    rows = [(label, _setting(config, key)) for label, key in KEY_SETTINGS]
+    lr, ratios = _setting(config, "train.lr"), _setting(config, "train.group_lr_ratios")
+    if isinstance(lr, (int, float)) and isinstance(ratios, list):
+        rows.insert(12, ("group lrs, first..last", [lr * r for r in ratios if isinstance(r, (int, float))]))
+    return rows
+
+
+def tta_scores(files: RunFiles) -> dict:
+    """Validation log loss and accuracy of val_predictions.csv (TTA views averaged), unclipped and clipped."""
+    from kit.submission import log_loss
+
+    table, classes = files.predictions, files.classes
+    if table is None or not len(table):
+        return {}
+    probs = table["prob"].to_numpy(float) if len(classes) == 2 else \
+        table[[f"prob_{c}" for c in classes]].to_numpy(float)
+    labels = table["label"].to_numpy(int)
+    clip = _setting(files.config, "submit.clip")
+    scores = {"val log loss with TTA (unclipped)": log_loss(labels, probs)}
+    if isinstance(clip, (int, float)) and 0 < clip < 0.5:
+        scores[f"val log loss with TTA, clipped at {clip:g} (what submit scores)"] = log_loss(labels, probs, clip)
+    correct = int(table["correct"].sum())
+    scores["val accuracy with TTA"] = f"{correct / len(table):.2%} ({correct} right, {len(table) - correct} wrong)"
+    return scores
+
+
+def summary_rows(files: RunFiles) -> list[tuple]:
+    s, best = files.summary, best_epoch(files)
+    epochs = len(files.metrics) if files.metrics is not None else None
+    rows = [("run", files.run_dir.name), ("classes", files.classes or "(unknown)"),
+            ("best epoch", f"{best} of {epochs}" if best else "(unknown)")]
+    best_row = None
+    if files.metrics is not None and best is not None:
+        match = files.metrics[files.metrics["epoch"] == best - 1]
+        best_row = match.iloc[0] if len(match) else None
+    val_loss = s.get("val_log_loss", best_row["val_log_loss"] if best_row is not None else None)
+    rows.append(("val log loss at the best epoch (no TTA, unclipped)", val_loss))
+    if best_row is not None and "val_accuracy" in best_row:
+        rows.append(("val accuracy at the best epoch", f"{best_row['val_accuracy']:.2%}"))
+    rows += list(tta_scores(files).items())
+    for key, label in (("train_images", "training images"), ("val_images", "validation images"),
+                       ("seconds", "training seconds")):
+        if key in s:
+            rows.append((label, s[key]))
+    return rows
+
+
+def metrics_rows(metrics: pd.DataFrame) -> tuple[tuple, list[tuple]]:
+    columns = [c for c in ("loss", "accuracy", "val_log_loss", "val_accuracy", "lr") if c in metrics.columns]
+    header = ("epoch", "stage", *columns)
+    rows = []
+    for _, m in metrics.iterrows():
+        stage = STAGE_NAMES.get(int(m["stage"]), m["stage"]) if "stage" in m and pd.notna(m["stage"]) else ""
+        rows.append((int(m["epoch"]) + 1, stage, *(float(m[c]) for c in columns)))
+    return header, rows
+
+
+def per_class_rows(files: RunFiles) -> list[tuple]:
+    table = files.predictions
+    rows = []
+    for label, name in enumerate(files.classes):
+        part = table[table["label"] == label]
+        right = int(part["correct"].sum())
+        rows.append((name, len(part), right, len(part) - right,
+                     f"{right / len(part):.2%}" if len(part) else "", int((table["pred"] == label).sum())))
+    return rows
+
+
+def _plot_html(item: Drawn) -> str:
+    if item.filename is None:
+        return f"<h3>{_esc(item.title)}</h3><p class=\"missing\">Not drawn: {_esc(item.note)}.</p>"
+    src = _esc(f"{PLOTS_DIR}/{item.filename}")
+    return (f"<figure><h3>{_esc(item.title)}</h3><a href=\"{src}\"><img src=\"{src}\" alt=\"{_esc(item.title)}\">"
+            f"</a></figure>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f2f2f2}tr.best{background:#e4f5e4;font-weight:bold}img{max-width:100%}
+.missing{color:#a33}pre{background:#f7f7f7;padding:1em;overflow:auto}figure{margin:1em 0}"""
+
+
+def render_html(files: RunFiles, drawn: list[Drawn]) -> str:
+    name = _esc(files.run_dir.name)
+    parts = [f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Run {name}</title>"
+             f"<style>{CSS}</style></head><body><h1>Run {name}</h1>",
+             f"<p>Report written {_esc(time.strftime('%Y-%m-%d %H:%M:%S'))}; epochs counted from 1.</p>"]
+    if files.notes:
+        parts.append("<h2>Missing from this run</h2><ul class=\"missing\">"
+                     + "".join(f"<li>{_esc(n)}</li>" for n in files.notes) + "</ul>")
+    parts += ["<h2>Summary</h2>", _table(summary_rows(files))]
+    parts += ["<h2>Key settings</h2>", _table(settings_rows(files.config))]
+    parts.append("<h2>Plots</h2>" + "".join(_plot_html(item) for item in drawn))
+    if files.metrics is not None:
+        header, rows = metrics_rows(files.metrics)
+        best = best_epoch(files)
+        highlight = next((i for i, r in enumerate(rows) if r[0] == best), None)
+        parts += ["<h2>Metrics per epoch</h2>", _table(rows, header, highlight)]
+    if files.predictions is not None:
+        parts += ["<h2>Validation per class (TTA)</h2>",
+                  _table(per_class_rows(files), ("class", "images", "right", "wrong", "accuracy", "predicted as"))]
+    parts.append("<h2>Full resolved config (config.yaml)</h2>"
+                 + (f"<pre>{_esc(files.config_text)}</pre>" if files.config_text else "<p class=\"missing\">none</p>"))
+    if files.versions_text:
+        parts.append(f"<h2>Library versions</h2><pre>{_esc(files.versions_text)}</pre>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

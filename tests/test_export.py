@@ -1,0 +1,150 @@
+"""`python -m kit export`: every format gives the Keras model's probabilities on real images, labels included."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kit import export, predict
+from kit.errors import KitError
+from kit.synthetic import make_folder_dataset
+from tests.test_predict import make_run, pixels
+
+ALL_FORMATS = ["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[Path]:
+    """Twelve real (synthetic) photos at 48 px, four per class, standing in for a run's validation split."""
+    folder = make_folder_dataset(tmp_path_factory.mktemp("export") / "shapes", per_class=4, size=48, seed=2)
+    return sorted(folder.rglob("*.jpg"))
+
+
+def load_each(fmt: str, path: Path):
+    """A predict(images) function for an exported file, loaded the way its users would (not through kit)."""
+    import keras
+    import tensorflow as tf
+
+    if fmt == "keras":
+        model = keras.saving.load_model(path, compile=False)
+        return lambda x: model.predict(x, verbose=0)
+    if fmt == "saved_model":
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: serve(image=tf.constant(x))["probabilities"].numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    (given,), (taken,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert given["dtype"] == np.float32 and list(given["shape"]) == [1, 32, 32, 3]  # raw pixels, batch of one
+
+    def one_at_a_time(x):
+        rows = []
+        for image in x:
+            interpreter.set_tensor(given["index"], image[None])
+            interpreter.invoke()
+            rows.append(interpreter.get_tensor(taken["index"])[0].copy())
+        return np.stack(rows)
+    return one_at_a_time
+
+
+def test_binary_run_round_trips_through_every_format(cfg, tmp_path, photos, capsys):
+    run = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    cfg.export.formats = ALL_FORMATS
+    out = export.run(cfg, run=str(run))
+    assert out == run / "export"
+    assert (out / "labels.txt").read_text() == "cat\ndog\n"
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["classes"] == ["cat", "dog"] and meta["check"]["images"] == len(photos)
+    assert meta["input"]["shape"] == [None, 32, 32, 3] and meta["input"]["range"] == [0, 255]
+    assert meta["output"]["shape"] == [None, 2]
+
+    images = np.stack([pixels(p, 32) for p in photos])
+    model, _ = predict.load_run(run)
+    p_dog = model.predict(images, verbose=0)[:, 0]
+    truth = np.stack([1 - p_dog, p_dog], axis=1)  # the exports give one column per label
+    for fmt in ALL_FORMATS:
+        path = out / export.FORMATS[fmt][0]
+        got = load_each(fmt, path)(images)
+        quantized = fmt in ("tflite_float16", "tflite_dynamic")
+        tolerance = cfg.export.tolerance_quantized if quantized else cfg.export.tolerance
+        assert got.shape == (len(photos), 2), fmt
+        np.testing.assert_allclose(got, truth, atol=tolerance, err_msg=fmt)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=tolerance, err_msg=fmt)
+        record = meta["formats"][fmt]
+        assert record["bytes"] == export.size_of(path) and record["tolerance"] == tolerance
+        assert record["max_abs_difference"] <= tolerance
+        assert record["max_abs_difference"] == pytest.approx(np.abs(got - truth).max(), abs=2e-6), fmt
+    sizes = {fmt: meta["formats"][fmt]["bytes"] for fmt in ALL_FORMATS}
+    assert sizes["tflite_dynamic"] < sizes["tflite_float16"] < sizes["tflite"]  # quantized really is smaller
+
+    import tensorflow as tf
+    labels = tf.saved_model.load(str(out / "saved_model")).signatures["labels"]()["labels"].numpy()
+    assert [v.decode() for v in labels] == ["cat", "dog"]  # baked into the SavedModel too
+    assert "model_float16.tflite" in capsys.readouterr().out
+
+
+def test_multiclass_run_exports_one_column_per_class(cfg, tmp_path, photos):
+    run = make_run(Path(cfg.paths.runs_dir), "three", ["a", "b", "c"], size=32, seed=3, val_images=photos)
+    cfg.export.formats = ["keras", "tflite"]
+    out = export.run(cfg, run="three", out=str(tmp_path / "mobile"))  # by name, under paths.runs_dir
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "labels.txt", "model.keras", "model.tflite"]
+    assert (out / "labels.txt").read_text().splitlines() == ["a", "b", "c"]
+    images = np.stack([pixels(p, 32) for p in photos])
+    model, _ = predict.load_run(run)
+    np.testing.assert_allclose(load_each("tflite", out / "model.tflite")(images), model.predict(images, verbose=0),
+                               atol=cfg.export.tolerance)
+    assert set(json.loads((out / "export.json").read_text())["formats"]) == {"keras", "tflite"}
+
+
+def test_a_difference_over_tolerance_fails_and_keeps_the_earlier_export(cfg, tmp_path, photos):
+    run = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    earlier = run / "export"
+    earlier.mkdir()
+    (earlier / "labels.txt").write_text("an earlier, good export\n")
+    cfg.export.formats = ["keras", "tflite_float16"]
+    cfg.export.tolerance_quantized = 1e-9  # float16 weights cannot match float32 this closely
+    with pytest.raises(KitError, match=r"the tflite_float16 export differs from the Keras model by up to .* on "
+                                       r"12 validation images \(export.tolerance_quantized is 1e-09\): nothing"):
+        export.run(cfg, run=str(run))
+    assert [p.name for p in earlier.iterdir()] == ["labels.txt"]
+    assert (earlier / "labels.txt").read_text() == "an earlier, good export\n"
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temporary folder left
+
+
+def test_bad_settings_and_missing_images_are_clear_errors(cfg, tmp_path, photos):
+    run = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    cfg.export.formats = ["keras", "onnx"]
+    with pytest.raises(KitError, match=r"export.formats .* must name some of keras, .*\(unknown: onnx\)"):
+        export.run(cfg, run=str(run))
+    cfg.export.formats = ["keras"]
+    (run / "val_predictions.csv").unlink()
+    with pytest.raises(KitError, match="no validation images to check the export of run binary against"):
+        export.run(cfg, run=str(run))
+    assert not (run / "export").exists()
+    cfg.paths.runs_dir = str(tmp_path / "no-runs")
+    with pytest.raises(KitError, match="no trained run in .*no-runs: train one first"):
+        export.run(cfg)
+
+
+def test_an_unfinished_run_is_checked_on_the_index_of_the_same_classes(cfg, tmp_path, photos):
+    import pandas as pd
+
+    from kit import paths
+
+    run = make_run(Path(cfg.paths.runs_dir), "unfinished", ["cat", "dog"], size=32)  # no val_predictions.csv
+    index = paths.index_dir(cfg)
+    index.mkdir(parents=True)
+    (index / "classes.json").write_text('["cat", "dog"]\n')
+    pd.DataFrame({"path": [str(p) for p in photos], "label": [i % 2 for i in range(len(photos))],
+                  "class_name": "cat", "split": ["val", "train"] * (len(photos) // 2)}).to_csv(index / "train.csv")
+    cfg.export.formats = ["keras"]
+    meta = json.loads((export.run(cfg) / "export.json").read_text())
+    assert meta["run"] == "unfinished" and meta["check"]["images"] == len(photos) // 2
+    assert meta["check"]["source"] == str((index / "train.csv").absolute())
+    (index / "classes.json").write_text('["x", "y"]\n')  # another dataset's index is no check for this run
+    with pytest.raises(KitError, match="no validation images to check the export of run unfinished"):
+        export.run(cfg)
