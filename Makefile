@@ -50,8 +50,8 @@ upload: venv ## send submission.csv to Kaggle (message: run, validation log loss
 report: venv ## plots and report.html for a run (RUN=name, default the newest)
 	$(KIT) report $(OPTS) $(if $(RUN),--run "$(RUN)")
 
-bench: venv ## benchmarks into BENCHMARKS.md (not part of make test)
-	$(PY) bench/run.py $(BENCH_ARGS)
+bench: venv ## benchmarks side by side into BENCHMARKS.md (QUICK=1: a smoke run; not part of make test)
+	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 clean-demo: ## remove everything make demo wrote (demo/)
 	rm -rf demo

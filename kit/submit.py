@@ -18,15 +18,28 @@ from kit import data, pipeline, predict
 from kit import paths as kit_paths
 from kit.config import Config
 from kit.errors import KitError
-from kit.submission import build_frame, validation_score, write_submission
+from kit.submission import build_frame, clip_probabilities, log_loss, validation_score, write_submission
+
+
+CLIP_TABLE = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02)
+
+
+def clip_table(labels: np.ndarray, probabilities: np.ndarray, chosen: float) -> str:
+    """Validation log loss at a few clip bounds: clipping insures against a confident mistake, at a price."""
+    cells = []
+    for bound in sorted(set(CLIP_TABLE) | {chosen}):
+        loss = log_loss(labels, clip_probabilities(probabilities, bound)[0] if bound else probabilities)
+        cells.append(f"{bound:g}{'*' if bound == chosen else ''}: {loss:.4f}")
+    return "validation log loss by clip bound (* = submit.clip): " + ", ".join(cells)
 
 
 def score_validation(cfg: Config, model, index, classes: list[str]) -> dict:
     """Validation metrics through the submission's own path (TTA, clipping, column direction)."""
-    paths = list(index.val["path"])
-    images = pipeline.load_images(cfg, paths, "val")
-    probabilities = predict.predict_views(cfg, model, images, paths, cfg.submit.tta)
-    return validation_score(index.val["label"].to_numpy(), probabilities, cfg.submit.clip, classes)
+    labels = index.val["label"].to_numpy()
+    paths = list(index.val["path"])  # predicted here, by the same code as the test set: no shortcut
+    probabilities = predict.predict_views(cfg, model, pipeline.load_images(cfg, paths, "val"), paths, cfg.submit.tta)
+    print(f"submit: {clip_table(labels, probabilities, cfg.submit.clip)}")
+    return validation_score(labels, probabilities, cfg.submit.clip, classes)
 
 
 def predict_test(cfg: Config, model, index) -> np.ndarray:

@@ -15,6 +15,7 @@ completed epoch when started again with the same config (kit/resume.py).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from kit import data, pipeline, predict, resume
+from kit import data, device, pipeline, predict, resume
 from kit.callbacks import BestCheckpoint, EpochExtras, StepLearningRate
 from kit.config import Config, save_provenance
 from kit.errors import KitError
@@ -49,7 +50,7 @@ def compile_model(model: keras.Model, optimizer, cfg: Config, n_classes: int) ->
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.CategoricalCrossentropy(name="log_loss")]
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=device.jit_compile(cfg))
 
 
 class Trainer:
@@ -70,7 +71,8 @@ class Trainer:
                      keras.callbacks.TerminateOnNaN(), keras.callbacks.BackupAndRestore(str(run / "backup" / stage))]
         print(f"train: stage {stage}, epochs {first_epoch + 1}-{first_epoch + epochs}")
         history = self.model.fit(self.streams[0], validation_data=self.streams[1], initial_epoch=first_epoch,
-                                 epochs=first_epoch + epochs, callbacks=callbacks, shuffle=False, verbose=2)
+                                 epochs=first_epoch + epochs, callbacks=callbacks, shuffle=False,
+                                 verbose=1 if sys.stdout.isatty() else 2)  # a live bar with ETA on a terminal
         self.model._initial_epoch = None  # BackupAndRestore sets it; it must not leak into the next stage
         losses = history.history.get("loss", [])
         if losses and not np.isfinite(losses[-1]):
@@ -186,6 +188,8 @@ def run(cfg: Config) -> Path:
     data.run(cfg)  # make sure the index is there and up to date (cheap when nothing changed)
     index = data.load_index(cfg)
     run = prepare_run(cfg, index.classes)
+    print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
+          f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
     started = time.time()
     train_paths, val_paths = list(index.train["path"]), list(index.val["path"])
     train_images = pipeline.load_images(cfg, train_paths, "train")
