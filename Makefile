@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload report bench clean-demo
+.PHONY: help venv demo test download data train submit upload lr-find report bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ submit: venv ## predict the test set with TTA, check, write submissions/<run>-<t
 
 upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
 	$(KIT) upload $(OPTS)
+
+lr-find: venv ## learning-rate range test: loss vs rate (PNG) and a suggested rate (lr_find.stage=head|finetune)
+	$(KIT) lr-find $(OPTS) $(if $(RUN),--run "$(RUN)")
 
 report: venv ## plots and report.html for a run (RUN=name, default the newest)
 	$(KIT) report $(OPTS) $(if $(RUN),--run "$(RUN)")

@@ -193,6 +193,11 @@ def _coerce(dotted: str, value: object, kind: object, source: str) -> object:
             raise bad("an integer")
         return value
     if kind is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         return float(value)

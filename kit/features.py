@@ -15,6 +15,11 @@ test-time view, and for the augmented training passes the augmentation settings 
 number. The key is written beside each file as .json. Change any of them and the features are
 recomputed; keep them and they are reused.
 
+train.precompute_passes = K adds K augmented passes over the training set (pass k uses
+build_augmenter(cfg.augment, seed=k) with TF's global seed set to k, applied eagerly batch by batch
+in file order, so a pass recomputed after its cache is deleted gives the same pictures); the head
+trains on the original features plus all K passes.
+
 `train_head(cfg, index, run_dir)` is the whole precompute training path (it writes the usual run
 folder, with `best.keras` the FULL model: raw pixels in); `predict_views_from_features` is TTA
 prediction for submit from cached features.
@@ -25,6 +30,7 @@ import hashlib
 import json
 import math
 import time
+import weakref
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -48,9 +54,17 @@ POOL_LAYER = "head_pool"
 
 # ---- the model's two halves -------------------------------------------------------------------------
 
+_EXTRACTORS: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
+
+
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """Pixels -> pooled backbone features: the model up to and including `head_pool`."""
-    return keras.Model(model.inputs, model.get_layer(POOL_LAYER).output, name="features")
+    """Pixels -> pooled backbone features: the model up to and including `head_pool` (weights shared).
+
+    One per model, so its compiled predict function is traced once, not once per view.
+    """
+    if model not in _EXTRACTORS:
+        _EXTRACTORS[model] = keras.Model(model.inputs, model.get_layer(POOL_LAYER).output, name="features")
+    return _EXTRACTORS[model]
 
 
 def head_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -170,6 +184,16 @@ def training_features(cfg: Config, model: keras.Model, paths: Sequence[str], lab
     return np.concatenate(parts), np.concatenate([labels] * (passes + 1))
 
 
+def is_precompute_run(run: Path) -> bool:
+    """Whether a run folder was trained by train_head (its resolved config says train.precompute)."""
+    import yaml
+
+    config = Path(run) / "config.yaml"
+    if not config.is_file():
+        return False
+    return bool(((yaml.safe_load(config.read_text()) or {}).get("train") or {}).get("precompute", False))
+
+
 def predict_views_from_features(cfg: Config, model: keras.Model, paths: Sequence[str], views: Sequence[str],
                                 name: str) -> np.ndarray:
     """Probabilities averaged over test-time `views`, from cached features and the model's head.
@@ -182,8 +206,9 @@ def predict_views_from_features(cfg: Config, model: keras.Model, paths: Sequence
     identity, head = backbone_identity(model), head_model(model)
     total = None
     for view in views:
-        probabilities = head.predict(features(cfg, model, paths, name, view, identity=identity),
-                                     batch_size=4096, verbose=0)
+        vectors = features(cfg, model, paths, name, view, identity=identity)
+        # One eager call: a few small ops over the whole array beat tracing a predict function.
+        probabilities = keras.ops.convert_to_numpy(head(vectors, training=False)).astype(np.float64)
         total = probabilities if total is None else total + probabilities
     mean = total / len(views)
     return mean[:, 0] if mean.shape[1] == 1 else mean
@@ -230,8 +255,9 @@ def _feature_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
 
 def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: Path, n_classes: int) -> BestWeights:
     """Train the model's head on feature arrays under SGDR; leave the best epoch's weights in place."""
+    from kit.callbacks import EpochExtras
     from kit.optim import sgdr_schedule
-    from kit.train import EpochExtras, compile_model
+    from kit.train import compile_model
 
     t, batch_size = cfg.train, cfg.data.batch_size
     steps_per_epoch = math.ceil(len(train_xy[0]) / batch_size)
@@ -245,12 +271,11 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: Path, n
     callbacks = [EpochExtras("head"), keras.callbacks.CSVLogger(str(run_dir / "metrics.csv")), best,
                  keras.callbacks.TerminateOnNaN(), EpochBar(epochs)]
     history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed), epochs=epochs, verbose=0,
-                       validation_data=_feature_dataset(*val_xy, 4096, None), callbacks=callbacks)
-    done = len(history.history.get("loss", []))
-    _write_lr_csv(run_dir / "lr.csv", schedule, steps_per_epoch, done)
-    if best.weights is not None:
-        head.set_weights(best.weights)
+                       shuffle=False, validation_data=_feature_dataset(*val_xy, 4096, None), callbacks=callbacks)
     losses = history.history.get("loss", [])
+    _write_lr_csv(run_dir / "lr.csv", schedule, steps_per_epoch, len(losses))
+    if best.weights is not None:
+        head.set_weights(best.weights)  # the model's own head layers: the full model has them too
     if not losses or not np.isfinite(losses[-1]):
         if best.weights is not None:
             _save_model(model, run_dir)
@@ -260,8 +285,12 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: Path, n
 
 
 def _write_lr_csv(path: Path, schedule, steps_per_epoch: int, epochs: int) -> None:
+    import tensorflow as tf
+
     steps = np.arange(steps_per_epoch * epochs)
-    rates = keras.ops.convert_to_numpy(schedule(steps)).astype(float) if len(steps) else np.zeros(0)
+    # Step by step (the restart schedule does not broadcast over a vector), inside one graph: fast.
+    each_step = tf.function(lambda s: tf.map_fn(lambda i: tf.cast(schedule(i), tf.float32), s))
+    rates = each_step(tf.constant(steps, tf.float32)).numpy().astype(float) if len(steps) else np.zeros(0)
     frame = pd.DataFrame({"step": steps, "epoch": steps // steps_per_epoch, "lr": rates})
     write_text_atomic(path, frame.to_csv(index=False))
 
@@ -282,6 +311,20 @@ def val_predictions_frame(val: pd.DataFrame, probabilities: np.ndarray, classes:
     return frame
 
 
+def check_settings(cfg: Config, index) -> None:
+    """Refuse a precompute run that cannot work before any feature is computed."""
+    t = cfg.train
+    if t.head_precompute_epochs < 1:
+        raise KitError("train.precompute=true trains only the head: set train.head_precompute_epochs above 0")
+    if t.precompute_passes < 0:
+        raise KitError(f"train.precompute_passes must be >= 0, got {t.precompute_passes}")
+    if t.precompute_passes and build_augmenter(cfg.augment) is None:
+        raise KitError("train.precompute_passes > 0 needs augmentation: set augment.enabled=true "
+                       "or train.precompute_passes=0")
+    if len(index.val) == 0:
+        raise KitError("precompute training keeps the best epoch by validation log loss: set data.val_fraction > 0")
+
+
 def train_head(cfg: Config, index, run_dir: Path) -> dict:
     """The precompute training path: the head alone on cached features; writes the run folder.
 
@@ -292,10 +335,7 @@ def train_head(cfg: Config, index, run_dir: Path) -> dict:
     from kit.train import label_array
 
     started, run_dir = time.time(), Path(run_dir)
-    if cfg.train.head_precompute_epochs < 1:
-        raise KitError("train.precompute=true trains only the head: set train.head_precompute_epochs above 0")
-    if len(index.val) == 0:
-        raise KitError("precompute training keeps the best epoch by validation log loss: set data.val_fraction > 0")
+    check_settings(cfg, index)
     classes, n_classes = list(index.classes), len(index.classes)
     save_provenance(cfg, run_dir)
     write_text_atomic(run_dir / "classes.json", json.dumps(classes) + "\n")
@@ -314,9 +354,9 @@ def train_head(cfg: Config, index, run_dir: Path) -> dict:
     write_text_atomic(run_dir / "val_predictions.csv", frame.to_csv(index=False))
     summary = {"run": run_dir.name, "best_epoch": best.best_epoch, "val_log_loss": best.best,
                "train_images": len(train_paths), "val_images": len(val_paths), "classes": classes,
-               "seconds": round(time.time() - started, 1), "precompute": True,
-               "precompute_passes": cfg.train.precompute_passes, "tta": list(cfg.submit.tta),
-               "val_log_loss_tta": log_loss(index.val["label"].to_numpy(), probabilities)}
+               "precompute": True, "precompute_passes": cfg.train.precompute_passes, "tta": list(cfg.submit.tta),
+               "val_log_loss_tta": log_loss(index.val["label"].to_numpy(), probabilities),
+               "seconds": round(time.time() - started, 1)}
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"train: head on cached features, best epoch {best.best_epoch} with validation log loss {best.best:.4f} "
           f"({summary['val_log_loss_tta']:.4f} with TTA {cfg.submit.tta}, no clipping); "

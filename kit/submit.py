@@ -33,19 +33,22 @@ def clip_table(labels: np.ndarray, probabilities: np.ndarray, chosen: float) -> 
     return "validation log loss by clip bound (* = submit.clip): " + ", ".join(cells)
 
 
-def score_validation(cfg: Config, model, index, classes: list[str]) -> dict:
+def predict_split(cfg: Config, model, paths: list[str], name: str, from_features: bool) -> np.ndarray:
+    """TTA-averaged probabilities for one split: from cached backbone features for a precompute run."""
+    if from_features:
+        from kit import features
+
+        return features.predict_views_from_features(cfg, model, paths, cfg.submit.tta, name)
+    return predict.predict_views(cfg, model, pipeline.load_images(cfg, paths, name), paths, cfg.submit.tta)
+
+
+def score_validation(cfg: Config, model, index, classes: list[str], from_features: bool = False) -> dict:
     """Validation metrics through the submission's own path (TTA, clipping, column direction)."""
     labels = index.val["label"].to_numpy()
-    paths = list(index.val["path"])  # predicted here, by the same code as the test set: no shortcut
-    probabilities = predict.predict_views(cfg, model, pipeline.load_images(cfg, paths, "val"), paths, cfg.submit.tta)
+    # Predicted here, by the same code as the test set: no shortcut through saved predictions.
+    probabilities = predict_split(cfg, model, list(index.val["path"]), "val", from_features)
     print(f"submit: {clip_table(labels, probabilities, cfg.submit.clip)}")
     return validation_score(labels, probabilities, cfg.submit.clip, classes)
-
-
-def predict_test(cfg: Config, model, index) -> np.ndarray:
-    paths = list(index.test["path"])
-    images = pipeline.load_images(cfg, paths, "test")
-    return predict.predict_views(cfg, model, images, paths, cfg.submit.tta)
 
 
 def run(cfg: Config) -> Path:
@@ -60,11 +63,15 @@ def run(cfg: Config) -> Path:
         raise KitError(f"run {run.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
     print(f"submit: run {run.name}, TTA views {cfg.submit.tta}, clip {cfg.submit.clip}")
-    score = score_validation(cfg, model, index, classes)
+    from kit.features import is_precompute_run
+
+    from_features = is_precompute_run(run)
+    score = score_validation(cfg, model, index, classes, from_features)
     print(f"submit: validation log loss {score['val_log_loss']:.4f}, accuracy {score['val_accuracy']:.4f} "
           f"on {score['val_rows']} images (after TTA and clipping; constant prior scores "
           f"{score['val_prior_log_loss']:.4f})")
-    frame = build_frame(index.test["id"].to_numpy(), predict_test(cfg, model, index), classes)
+    test_probabilities = predict_split(cfg, model, list(index.test["path"]), "test", from_features)
+    frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
     meta = {**score, "run": run.name, "tta": list(cfg.submit.tta), "competition": cfg.competition.slug}
     return write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run.name,
                             cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))

@@ -190,6 +190,12 @@ def run(cfg: Config) -> Path:
     run = prepare_run(cfg, index.classes)
     print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
           f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
+    if cfg.train.precompute:  # head only, on cached backbone features (kit/features.py)
+        from kit import features
+
+        features.train_head(cfg, index, run)
+        write_report(run)
+        return run
     started = time.time()
     train_paths, val_paths = list(index.train["path"]), list(index.val["path"])
     train_images = pipeline.load_images(cfg, train_paths, "train")

@@ -24,6 +24,7 @@ def test_yaml_then_set_override_in_that_order(tmp_path):
     assert (cfg.data.image_size, cfg.data.batch_size) == (160, 8)
     assert cfg.submit.tta == ["original", "hflip", "zoom"]
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert load_config(None, ["lr_find.start_lr=1e-6"]).lr_find.start_lr == 1e-6  # YAML 1.1 reads it as text
     assert Config().data.image_size == 224  # defaults untouched
 
 

@@ -101,3 +101,21 @@ def test_run_folder_that_is_not_resumable_is_never_trained_over(tiny, files, mes
     with pytest.raises(KitError, match=message):
         train.run(tiny)
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == files
+
+
+@pytest.mark.slow
+def test_precompute_path_end_to_end_and_its_feature_cache(tiny, monkeypatch):
+    tiny.train.precompute, tiny.train.head_precompute_epochs, tiny.train.head_lr = True, 30, 0.01
+    run = train.run(tiny)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["precompute"] is True and (run / "best.keras").is_file()
+    assert list(pd.read_csv(run / "metrics.csv")["stage"].unique()) == [1]
+    submit.run(tiny)
+    first = pd.read_csv(tiny.paths.submission)
+    assert len(first) == 30 and first["label"].between(0.005, 0.995).all()
+
+    # A second submit reads every view's features from the cache: no forward pass through the backbone.
+    from kit import features
+    monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("features recomputed"))
+    submit.run(tiny)
+    pd.testing.assert_frame_equal(pd.read_csv(tiny.paths.submission), first)
