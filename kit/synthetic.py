@@ -103,8 +103,8 @@ def draw_class_image(label: int, rng: np.random.Generator, size: int = 64) -> Im
         raise ValueError(f"draw_class_image draws classes 0..8, got {label}")
     shape, pattern = FOLDER_SHAPES[label % 3], FOLDER_PATTERNS[(label + label // 3) % 3]
     background = rng.integers(0, 256, 3)
-    pixels = np.clip(background + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-    radius = int(rng.integers(size // 5, size // 3))
+    pixels = np.clip(background + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+    radius = int(rng.integers(size // 4, size // 3 + 1))
     cx, cy = (int(v) for v in rng.integers(radius, size - radius, 2))
     box = (cx - radius, cy - radius, cx + radius, cy + radius)
     colour = tuple(int(c) for c in (255 - background + rng.integers(-30, 30, 3)) % 256)
@@ -117,7 +117,7 @@ def draw_class_image(label: int, rng: np.random.Generator, size: int = 64) -> Im
              "checks": on[:, None] ^ on[None, :]}[pattern]
     inside = np.asarray(mask) > 0
     pixels[inside] = colour
-    pixels[inside & lines] //= 3
+    pixels[inside & lines] //= 4
     return Image.fromarray(pixels)
 
 
