@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload lr-find report bench clean-demo
+.PHONY: help venv demo test download data train submit upload predict export lr-find report bench clean-demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,12 @@ submit: venv ## predict the test set with TTA, check, write submissions/<run>-<t
 
 upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
 	$(KIT) upload $(OPTS)
+
+predict: venv ## top classes of single images: IMAGES="a.jpg dir/" (RUN=name, default the newest)
+	$(KIT) predict $(OPTS) $(IMAGES) $(if $(RUN),--run "$(RUN)")
+
+export: venv ## the trained model as .keras, SavedModel, TFLite (raw RGB in, labels beside), checked
+	$(KIT) export $(OPTS) $(if $(RUN),--run "$(RUN)")
 
 lr-find: venv ## learning-rate range test: loss vs rate (PNG) and a suggested rate (lr_find.stage=head|finetune)
 	$(KIT) lr-find $(OPTS) $(if $(RUN),--run "$(RUN)")
