@@ -63,10 +63,11 @@ def run(cfg: Config) -> Path:
     download.run(cfg, source=str(source))
     data.run(cfg)
     print(f"demo: data side checked: {check_pipeline(cfg)}")
-    train.run(cfg)
+    run = train.run(cfg)
     archived = submit.run(cfg)
     loss = test_score(cfg, source)
     print(f"demo: done. {kit_paths.latest_submission(cfg)} ({archived.name}) scores test log loss "
           f"{loss:.4f} on the hidden synthetic labels (a constant 0.5 scores 0.6931). "
-          f"Raw data: {kit_paths.raw_dir(cfg)}, quarantine report: {kit_paths.index_dir(cfg) / 'quarantine.csv'}")
+          f"Look at {run / 'report.html'} (plots, galleries) and {kit_paths.index_dir(cfg) / 'quarantine.csv'} "
+          f"(the two broken files, left out, not deleted).")
     return archived
