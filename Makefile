@@ -47,11 +47,11 @@ submit: venv ## predict the test set with TTA, check, write submissions/<run>-<t
 upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
 	$(KIT) upload $(OPTS)
 
-predict: venv ## top classes of single images: IMAGES="a.jpg dir/" (RUN=name, default the newest)
-	$(KIT) predict $(OPTS) $(IMAGES) $(if $(RUN),--run "$(RUN)")
+predict: venv ## top classes of single images: IMAGES="a.jpg dir/" [RUN=name] [ARGS="--tta --csv out.csv"]
+	$(KIT) predict $(OPTS) $(IMAGES) $(if $(RUN),--run "$(RUN)") $(ARGS)
 
 export: venv ## the trained model as .keras, SavedModel, TFLite (raw RGB in, labels beside), checked
-	$(KIT) export $(OPTS) $(if $(RUN),--run "$(RUN)")
+	$(KIT) export $(OPTS) $(if $(RUN),--run "$(RUN)") $(if $(OUT),--out "$(OUT)")
 
 lr-find: venv ## learning-rate range test: loss vs rate (PNG) and a suggested rate (lr_find.stage=head|finetune)
 	$(KIT) lr-find $(OPTS) $(if $(RUN),--run "$(RUN)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kit.config import Config
+from kit.errors import KitError
 
 
 def competition_dir(cfg: Config) -> Path:
@@ -23,9 +24,18 @@ def download_dir(cfg: Config) -> Path:
     return competition_dir(cfg) / "download"
 
 
+LAYOUTS = ("kaggle-flat", "folder")
+
+
 def raw_dir(cfg: Config) -> Path:
     """Extracted competition files; for layout=folder, the user's own folder (read only)."""
-    if cfg.competition.layout == "folder":
+    layout = cfg.competition.layout
+    if layout not in LAYOUTS:
+        raise KitError(f"config key 'competition.layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if layout == "folder":
+        if not cfg.competition.folder.strip():  # an empty path would index the working directory
+            raise KitError("competition.folder is empty: set it to the folder holding one sub-folder per class, "
+                           "e.g. SET=\"competition.folder=path/to/cat-breeds\"")
         return Path(cfg.competition.folder)
     return competition_dir(cfg) / "raw"
 

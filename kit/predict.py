@@ -30,6 +30,8 @@ from kit.errors import KitError
 from kit.fsutil import atomic_path
 from kit.index import IMAGE_EXTENSIONS
 
+CHUNK = 256  # images the predict stage decodes and predicts at a time
+
 
 def find_run(cfg: Config) -> Path:
     """The run named by `submit.run`, or the newest run folder holding a best model."""
@@ -165,6 +167,28 @@ def read_images(entries: list[tuple[str, str]], size: int) -> tuple[np.ndarray, 
     return np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8), reasons
 
 
+def predict_entries(cfg: Config, model, entries: list[tuple[str, str]], views: Sequence[str],
+                    n_classes: int) -> tuple[np.ndarray, list[str]]:
+    """(readable images x classes probabilities, the reason per entry: '' where predicted).
+
+    CHUNK images are decoded and predicted at a time, so memory stays flat for a folder of any size.
+    """
+    from tqdm import tqdm
+
+    tables, reasons = [], []
+    with tqdm(total=len(entries), desc="predicting", unit="img", disable=len(entries) < 100) as bar:
+        for start in range(0, len(entries), CHUNK):
+            chunk = entries[start:start + CHUNK]
+            pixels, chunk_reasons = read_images(chunk, cfg.data.image_size)
+            reasons += chunk_reasons
+            if len(pixels):
+                paths = [path for (path, _), reason in zip(chunk, chunk_reasons) if not reason]
+                probabilities = predict_views(cfg, model, pixels, paths, views, progress=False)
+                tables.append(class_table(probabilities, n_classes))
+            bar.update(len(chunk))
+    return (np.concatenate(tables) if tables else np.zeros((0, n_classes))), reasons
+
+
 def results_frame(entries: list[tuple[str, str]], reasons: list[str], table: np.ndarray,
                   classes: list[str]) -> pd.DataFrame:
     """One row per input: path, prediction, probability, prob_<class>..., error ('' when predicted)."""
@@ -224,18 +248,13 @@ def run(cfg: Config, images: Sequence[str], run: str | None = None, top_k: int =
     size = model_image_size(model, run_dir)
     views = list(cfg.submit.tta) if tta else ["original"]
     print(f"predict: run {run_dir.name} ({len(classes)} classes), {size} px, views {', '.join(views)}")
-    pixels, reasons = read_images(entries, size)
-    table = np.zeros((0, len(classes)))
-    if len(pixels):
-        at_size = copy.deepcopy(cfg)
-        at_size.data.image_size = size  # the run's size, not the current config's
-        paths = [path for (path, _), reason in zip(entries, reasons) if not reason]
-        table = class_table(predict_views(at_size, model, pixels, paths, views, progress=len(paths) >= 100),
-                            len(classes))
+    at_size = copy.deepcopy(cfg)
+    at_size.data.image_size = size  # the run's size, not the current config's
+    table, reasons = predict_entries(at_size, model, entries, views, len(classes))
     frame = results_frame(entries, reasons, table, classes)
     print(describe(frame, classes, min(top_k, len(classes))))
     failed = [(path, reason) for (path, _), reason in zip(entries, reasons) if reason]
-    if not len(pixels):
+    if not len(table):
         raise KitError(f"none of the {len(entries)} inputs could be predicted (e.g. {failed[0][0]}: "
                        f"{failed[0][1]}): give readable image files (JPEG, PNG, ...)")
     if failed:

@@ -7,6 +7,7 @@ backgrounds of random colour: a small CNN (and a pretrained one) learns them in 
 side-on augmentation (flip, ±10° rotation, zoom) keeps the label.
 The outer zip holds train.zip (train/cat.N.jpg, train/dog.N.jpg), test.zip (test/<id>.jpg) and
 sample_submission.csv, like the real download. The hidden test labels are written beside it.
+`make_folder_dataset` writes a folder-per-class dataset (three or more classes) the same way.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ def cfg(tmp_path: Path) -> Config:
     config = load_config(None, [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
                                 f"paths.runs_dir={tmp_path / 'runs'}",
                                 f"paths.submissions_dir={tmp_path / 'submissions'}",
+                                f"paths.submission={tmp_path / 'submission.csv'}",
                                 f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"])
     return config
 

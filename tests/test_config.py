@@ -69,3 +69,13 @@ def test_provenance_saved_beside_outputs(tmp_path):
     assert saved["data"]["image_size"] == 96
     versions = (tmp_path / "out" / "versions.json").read_text()
     assert '"tensorflow": "2.21.0"' in versions and "git_commit" in versions
+
+
+def test_folder_layout_without_a_folder_is_refused_not_the_working_directory(cfg):
+    from kit import data
+    cfg.competition.layout = "folder"
+    with pytest.raises(KitError, match="competition.folder is empty"):
+        data.run(cfg)
+    cfg.competition.layout = "flat"
+    with pytest.raises(KitError, match="competition.layout' must be one of kaggle-flat, folder"):
+        data.run(cfg)

@@ -1,0 +1,156 @@
+"""The bench's pieces on tiny synthetic data, so CI notices when `make bench` breaks (it is not run by make test)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import common, document, end_to_end, images, reference, sections
+from bench import device_bench, feature_bench, pipeline_bench, scaling
+from bench.run import parse_args
+
+pytestmark = pytest.mark.slow  # several tiny TensorFlow models: ~30 s on 2 cores
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("photos")
+    return [str(p) for p in images.synthetic_photos(folder, 16, size=(48, 40), seed=3)]
+
+
+@pytest.fixture(scope="module")
+def tiny_results(photos, tmp_path_factory) -> dict:
+    """Every section but end to end, measured at toy sizes in this process, as bench/run.py stores them."""
+    work = tmp_path_factory.mktemp("work")
+    folder = images.class_folders([Path(p) for p in photos], work / "classes")
+    pipe = pipeline_bench.pipeline_section(photos, str(folder), str(work), image_size=32, batch_size=8, repeats=1)
+    modes = [dict(pipeline_bench.cache_mode(photos, str(work), mode, image_size=32, batch_size=8),
+                  memory={"peak_anon_mb": 100.0}, process={"maxrss_mb": 300.0}) for mode in ("disk", "memory", "none")]
+    par = pipeline_bench.parallelism(photos, str(work), image_size=32, batch_size=8, repeats=1)
+    feats = feature_bench.feature_section(photos[:8], str(work), image_size=32, batch_size=4, repeats=1)
+    step = device_bench.train_step("false", "false", image_size=32, batch_size=2, max_steps=1)
+    unique = images.synthetic_photos(work / "unique", 4, size=(40, 40))
+    points = []
+    for n in (8, 12):
+        scaling.make_raw(work / f"scale-{n}" / "data", unique, n)
+        point = scaling.scale_once(n, str(work / f"scale-{n}" / "data"), str(work / f"scale-{n}"), image_size=32,
+                                   batch_size=4)
+        points.append(dict(point, process={"maxrss_mb": 500.0}))
+    return {"pipeline": pipe, "cache": {"images": 16, "image_size": 32, "modes": modes}, "parallelism": par,
+            "features": feats, "device": {"runs": {"xla_off_float32": step,
+                                                   "xla_on_float32": {"timed_out": True, "timeout": 60}},
+                                          "image_size": 32, "batch_size": 2},
+            "scaling": {"points": points, "image_size": 32, "picture_size": 40}}
+
+
+def test_run_worker_reports_the_child_peak_memory(tmp_path):
+    result = common.run_worker("sleep", {"seconds": 0.1, "allocate_mb": 120}, tmp_path)
+    assert result["allocated_mb"] == 120
+    assert result["process"]["returncode"] == 0
+    assert result["process"]["maxrss_mb"] >= 120  # this child's own peak, from os.wait4
+    assert result["memory"]["peak_anon_mb"] >= 120
+
+
+def test_run_worker_failure_names_the_job_and_the_error(tmp_path):
+    with pytest.raises(RuntimeError, match="bench job sleep failed.*unexpected keyword"):
+        common.run_worker("sleep", {"no_such_argument": 1}, tmp_path)
+
+
+def test_picture_helpers(tmp_path):
+    paths = images.synthetic_photos(tmp_path / "p", 6, size=(50, 30))
+    assert [p.name for p in paths[:3]] == ["cat.0.jpg", "dog.0.jpg", "cat.1.jpg"]
+    assert paths[0].read_bytes()[:2] == b"\xff\xd8"  # JPEG
+    chosen = images.take_balanced(paths, 4)
+    assert sorted(images.labels_of(chosen)[:, 0]) == [0.0, 0.0, 1.0, 1.0]
+    folder = images.class_folders(chosen, tmp_path / "classes")
+    assert len(list((folder / "cat").iterdir())) == 2 and (folder / "dog" / "dog.0.jpg").is_symlink()
+    many = images.replicated_set(paths[:2], tmp_path / "many", 5)
+    assert len(many) == 5 and many[4].resolve() == paths[0].resolve()
+
+
+def test_pipeline_section_measures_every_variant(tiny_results):
+    r = tiny_results["pipeline"]
+    assert r["cache_build"]["items"] == 16 and r["first_epoch"]["items"] == 16
+    assert set(r["streams"]) == {"kit_fused", "keras_fused", "kit_keras_cv", "keras_keras_cv", "kit_plain",
+                                 "kit_decode", "keras_plain"}
+    assert all(v["items"] == 16 and v["per_s"] > 0 for v in r["streams"].values())
+    assert set(r["augment_parts"]) >= {"fused: all", "keras_cv chain: all"}
+
+
+def test_feature_and_device_sections(tiny_results):
+    f = tiny_results["features"]
+    assert all(f[k]["items"] >= 8 and f[k]["per_s"] > 0 for k in ("ceiling", "kit_cold", "kit_warm", "naive"))
+    step = tiny_results["device"]["runs"]["xla_off_float32"]
+    assert step["policy"] == "float32" and step["jit_compile"] is False and step["images_per_s"] > 0
+
+
+def test_scaling_reports_phases_and_sizes(tiny_results):
+    small, large = tiny_results["scaling"]["points"]
+    assert set(small["phases"]) == {"index", "cache", "features"}
+    assert large["features_mb"] > small["features_mb"] > 0
+    assert large["cache_on_disk_mb"] > 0
+
+
+def test_document_has_a_table_per_section_with_ratios(tiny_results):
+    results = {"meta": {"date": "today", "command": "make bench QUICK=1", "quick": True, "seconds": 60,
+                        "machine": {"cpu": "test cpu", "cores": 2, "nproc": 2, "memory_gb": 8.0, "os": "Linux",
+                                    "versions": {"tensorflow": "2.x", "git_commit": "abc"}},
+                        "data": "synthetic", "weights": "none", "load_start": [9.0, 1, 1], "load_end": [1.0, 1, 1]},
+               "sections": {name: {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 1.0, "result": value}
+                            for name, value in tiny_results.items()}}
+    results["sections"]["end_to_end"] = {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 0.0,
+                                         "skipped": "a quick run never trains end to end."}
+    text = document.render(results)
+    assert "QUICK RUN" in text and "The machine was loaded" in text
+    for title in sections.TITLES.values():
+        assert f"## {title}" in text
+    assert text.count("**Findings.**") == len(sections.TITLES) - 1  # end to end was skipped
+    assert "Skipped: a quick run" in text
+    assert "≥ 2x" in text and "≥ 0.85x" in text and "no step done in 60 s" in text
+    assert "**Failed**" not in text
+
+
+def test_a_failed_section_is_reported_not_hidden():
+    text = document.render_section("features", sections.TITLES["features"],
+                                   {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 2.0,
+                                    "error": "RuntimeError: bench job features failed (exit 1)"})
+    assert "**Failed**: RuntimeError: bench job features failed" in text
+
+
+def test_reference_script_on_a_synthetic_competition(competition_zip, tmp_path):
+    names = [f"train/{c}.{i}.jpg" for c in ("cat", "dog") for i in range(20)]
+    split = pd.DataFrame({"path": names, "split": ["val" if i % 5 == 0 else "train" for i in range(40)]})
+    split.to_csv(tmp_path / "split.csv", index=False)
+    out = tmp_path / "out"
+    assert reference.main(["--zip", str(competition_zip), "--split", str(tmp_path / "split.csv"), "--out", str(out),
+                           "--weights", "none", "--image-size", "32", "--epochs", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train_images"], summary["val_images"], summary["test_images"]) == (32, 8, 12)
+    submission = pd.read_csv(out / "submission.csv")
+    assert list(submission.columns) == ["id", "label"] and submission["label"].between(0.005, 0.995).all()
+    scored = end_to_end.score(out / "val_predictions.csv")
+    assert scored["val_images"] == 8 and scored["val_keys"] == sorted(split[split["split"] == "val"]["path"])
+    assert scored["val_log_loss"] == pytest.approx(summary["val_log_loss"])
+
+
+def test_reference_refuses_a_split_that_names_missing_files(competition_zip, tmp_path):
+    pd.DataFrame({"path": ["train/cat.999.jpg"], "split": ["val"]}).to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(SystemExit, match="not in the zip"):
+        reference.main(["--zip", str(competition_zip), "--split", str(tmp_path / "split.csv"),
+                        "--out", str(tmp_path / "out"), "--weights", "none", "--image-size", "32"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_section_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "pipeline,nonsense"])
+    assert "unknown section(s) nonsense" in capsys.readouterr().err
+
+
+def test_kit_commands_keep_every_output_in_the_temp_folder(tmp_path):
+    cmd = end_to_end.kit_command("train", end_to_end.kit_overrides(tmp_path), [])
+    overrides = cmd[cmd.index("--set") + 1]
+    for key in ("paths.data_dir", "paths.cache_dir", "paths.runs_dir", "paths.submissions_dir", "paths.submission"):
+        assert f"{key}={tmp_path}" in overrides
