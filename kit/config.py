@@ -77,6 +77,7 @@ class TrainConfig:
     run_name: str = ""  # empty: <config name>-<timestamp>
     resume: bool = True  # continue the newest unfinished run of this config (same config only)
     head_epochs: int = 2  # stage 1: backbone frozen
+    head_on_features: bool = False  # stage 1 on cached features instead (head_precompute_epochs, no augmentation)
     head_lr: float = 1e-3
     finetune_epochs: int = 3  # stage 2: backbone unfrozen, layer-group learning rates, SGDR
     lr: float = 1e-3  # the top group's rate in stage 2

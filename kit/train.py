@@ -79,7 +79,7 @@ class Trainer:
             raise KitError(f"training loss became NaN in stage {stage} (epoch {first_epoch + len(losses)}): "
                            f"lower train.lr / train.head_lr; the best checkpoint so far is kept in {run}")
 
-    def train_head(self) -> None:
+    def train_head(self, split) -> None:
         """Stage 1: the backbone frozen, the head trained at train.head_lr (skipped if already done)."""
         done = self.run / HEAD_DONE
         if done.exists():
@@ -88,10 +88,26 @@ class Trainer:
             print(f"train: head stage already done in {self.run.name}, continuing")
             return
         set_backbone_trainable(self.model, False)
-        compile_model(self.model, keras.optimizers.Adam(self.cfg.train.head_lr), self.cfg, self.n_classes)
-        self.fit("head", 0, self.cfg.train.head_epochs)
+        if self.cfg.train.head_on_features:
+            self.train_head_on_features(*split)
+        else:
+            compile_model(self.model, keras.optimizers.Adam(self.cfg.train.head_lr), self.cfg, self.n_classes)
+            self.fit("head", 0, self.cfg.train.head_epochs)
         with atomic_path(done, suffix=".npz") as tmp:
             np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.model.get_weights())})
+
+    def train_head_on_features(self, train_paths, y_train, val_paths, y_val) -> None:
+        """Stage 1 to convergence in seconds on cached backbone features (fast.ai: precompute, then unfreeze)."""
+        from kit import features
+
+        identity = features.backbone_identity(self.model)
+        train_xy = features.training_features(self.cfg, self.model, train_paths, y_train, identity)
+        val_xy = (features.features(self.cfg, self.model, val_paths, "val", "original", identity=identity), y_val)
+        best = features.fit_head(self.cfg, self.model, train_xy, val_xy, self.run, self.n_classes)
+        if best.best < self.best.best:  # the head alone may stay the best model: keep it as a candidate
+            self.best.best, self.best.best_epoch = best.best, best.best_epoch
+            with atomic_path(self.best.path, suffix=".keras") as tmp:
+                self.model.save(tmp)
 
     def finetune(self) -> None:
         """Stage 2: everything unfrozen but BatchNorm, layer-group rates under SGDR."""
@@ -102,7 +118,14 @@ class Trainer:
         optimizer = make_optimizer("adamw" if t.weight_decay else "adam", schedule, multipliers, t.weight_decay)
         compile_model(self.model, optimizer, self.cfg, self.n_classes)
         warn_mid_cycle(self.cfg)
-        self.fit("finetune", t.head_epochs, t.finetune_epochs)
+        self.fit("finetune", head_epochs(self.cfg), t.finetune_epochs)
+
+
+def head_epochs(cfg: Config) -> int:
+    """Epochs stage 1 takes: on cached features it runs train.head_precompute_epochs."""
+    if not cfg.train.head_epochs:
+        return 0
+    return cfg.train.head_precompute_epochs if cfg.train.head_on_features else cfg.train.head_epochs
 
 
 def warn_mid_cycle(cfg: Config) -> None:
@@ -131,7 +154,7 @@ def completed_epochs(run: Path, cfg: Config) -> int:
         meta = run / "backup" / stage / "training_metadata.json"
         if meta.exists():
             return int(json.loads(meta.read_text())["epoch"])
-    return cfg.train.head_epochs if (run / HEAD_DONE).exists() else 0
+    return head_epochs(cfg) if (run / HEAD_DONE).exists() else 0
 
 
 def trim_logs(run: Path, epochs: int) -> None:
@@ -185,6 +208,7 @@ def run(cfg: Config) -> Path:
     """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
     if cfg.train.head_epochs + cfg.train.finetune_epochs < 1 and not cfg.train.precompute:
         raise KitError("nothing to train: set train.head_epochs or train.finetune_epochs above 0")
+    keras.utils.set_random_seed(cfg.data.seed)  # head init, shuffling, augmentation: a run can be repeated
     data.run(cfg)  # make sure the index is there and up to date (cheap when nothing changed)
     index = data.load_index(cfg)
     run = prepare_run(cfg, index.classes)
@@ -207,7 +231,7 @@ def run(cfg: Config) -> Path:
                pipeline.prediction_stream(cfg, val_images, len(val_paths), val_paths, labels=y_val))
     trainer = Trainer(cfg, run, streams, int(np.ceil(len(train_paths) / cfg.data.batch_size)), n_classes)
     if cfg.train.head_epochs:
-        trainer.train_head()
+        trainer.train_head((train_paths, y_train, val_paths, y_val))
     if cfg.train.finetune_epochs:
         trainer.finetune()
     save_val_predictions(cfg, run, index, val_images)

@@ -119,3 +119,15 @@ def test_precompute_path_end_to_end_and_its_feature_cache(tiny, monkeypatch):
     monkeypatch.setattr(features, "_compute", lambda *a, **k: pytest.fail("features recomputed"))
     submit.run(tiny)
     pd.testing.assert_frame_equal(pd.read_csv(tiny.paths.submission), first)
+
+
+@pytest.mark.slow
+def test_head_on_cached_features_then_finetune(tiny):
+    tiny.train.head_on_features, tiny.train.head_precompute_epochs, tiny.train.finetune_epochs = True, 5, 3
+    tiny.train.head_lr = 0.01
+    run = train.run(tiny)
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(8)) and list(metrics["stage"]) == [1] * 5 + [2] * 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_log_loss"] == pytest.approx(metrics["val_log_loss"].min(), rel=1e-5)
+    assert summary["optimizer_iterations"] == 3 * -(-150 // 16)  # fine-tuning steps only
