@@ -9,7 +9,7 @@ import pytest
 
 from bench import common, document, end_to_end, images, reference, sections
 from bench import device_bench, feature_bench, pipeline_bench, scaling
-from bench.run import parse_args
+from bench.run import measuring_arguments, parse_args
 
 pytestmark = pytest.mark.slow  # several tiny TensorFlow models: ~30 s on 2 cores
 
@@ -149,8 +149,25 @@ def test_unknown_section_is_refused(capsys):
     assert "unknown section(s) nonsense" in capsys.readouterr().err
 
 
+def test_the_documented_command_leaves_out_output_plumbing():
+    argv = ["--json", "/tmp/r.json", "--keep", "--skip-finetune", "--out=/tmp/B.md", "--only", "pipeline"]
+    assert measuring_arguments(argv) == ["--skip-finetune", "--only", "pipeline"]
+
+
 def test_kit_commands_keep_every_output_in_the_temp_folder(tmp_path):
     cmd = end_to_end.kit_command("train", end_to_end.kit_overrides(tmp_path), [])
     overrides = cmd[cmd.index("--set") + 1]
     for key in ("paths.data_dir", "paths.cache_dir", "paths.runs_dir", "paths.submissions_dir", "paths.submission"):
         assert f"{key}={tmp_path}" in overrides
+
+
+def test_paired_difference_on_the_same_pictures(tmp_path):
+    labels = [0, 1] * 50
+    good = [0.1 if y == 0 else 0.9 for y in labels]
+    pd.DataFrame({"path": [f"/x/raw/train/{i}.jpg" for i in range(100)], "label": labels, "prob": good}).to_csv(
+        tmp_path / "a.csv", index=False)
+    pd.DataFrame({"path": [f"train/{i}.jpg" for i in range(100)][::-1], "label": labels[::-1],
+                  "prob": [0.5] * 100}).to_csv(tmp_path / "b.csv", index=False)
+    d = end_to_end.paired_difference(tmp_path / "a.csv", tmp_path / "b.csv")
+    assert d["images"] == 100 and d["mean"] == pytest.approx(0.10536 - 0.69315, abs=1e-4)  # -ln 0.9 - (-ln 0.5)
+    assert d["low"] <= d["mean"] <= d["high"] < 0  # clearly better: the interval excludes 0

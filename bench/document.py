@@ -1,0 +1,139 @@
+"""BENCHMARKS.md from the bench's results: one table per section (kit, baseline, ratio, target, met?).
+
+    from bench.document import render; text = render(results)      (bench/run.py writes the file)
+
+Every ratio is kit / baseline from the same run, so a number above 1 means kit is faster (for
+times and memory the ratio is baseline / kit, said so in the row). Throughput rows also give the
+ratio of images per CPU-second, which other jobs loading the machine disturb far less.
+"""
+from __future__ import annotations
+
+from bench import sections as S
+
+
+def fmt(value, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+def fmt_ratio(value) -> str:
+    return "—" if value is None else f"{value:.2f}x"
+
+
+def met(ok) -> str:
+    return "—" if ok is None else ("**yes**" if ok else "**no**")
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rate_row(row: S.Row) -> list[str]:
+    return [row.label, fmt(row.kit, row.digits, row.unit), fmt(row.baseline, row.digits, row.unit),
+            fmt_ratio(row.ratio), fmt_ratio(row.cpu_ratio), row.target, met(row.met)]
+
+
+def section_header(title: str, info: dict) -> list[str]:
+    lines = [f"## {title}", ""]
+    if info.get("load_before") is not None:
+        lines.append(f"Load average (1/5/15 min) at the start: {'/'.join(map(str, info['load_before']))}, "
+                     f"at the end: {'/'.join(map(str, info['load_after']))}; section took {info['seconds']:.0f} s.")
+        lines.append("")
+    return lines
+
+
+def render_section(name: str, title: str, info: dict | None) -> str:
+    if info is None:
+        return f"## {title}\n\nNot run (`--only` left it out).\n"
+    lines = section_header(title, info)
+    if "skipped" in info:
+        return "\n".join(lines + [f"Skipped: {info['skipped']}", ""])
+    if "error" in info:
+        return "\n".join(lines + [f"**Failed**: {info['error']}", ""])
+    built = S.BUILDERS[name](info["result"])
+    lines += built.intro + [""]
+    for caption, header, rows in built.tables:
+        if caption:
+            lines += [caption, ""]
+        lines += [table(header, [rate_row(r) if isinstance(r, S.Row) else r for r in rows]), ""]
+    lines += [f"**Findings.** {' '.join(built.findings)}", ""]
+    return "\n".join(lines)
+
+
+HOW_TO_RUN = [
+    "## How to run",
+    "",
+    "```",
+    "make bench                 # the full bench (~40 min; writes this file)",
+    "make bench QUICK=1         # a smoke run, tiny sizes (a few minutes; writes this file, labelled quick)",
+    "KIT_REAL_COMPETITION=/path/to/dogs-vs-cats-redux-kernels-edition.zip \\",
+    "KIT_KERAS_WEIGHTS=/path/to/keras/models make bench      # real photos, ImageNet weights, end-to-end rows",
+    "make bench BENCH_ARGS=\"--skip-finetune --only pipeline,features\"",
+    ".venv/bin/python bench/run.py --from-json results.json   # rewrite this file from saved numbers (--json)",
+    "```",
+    "",
+]
+
+
+def intro(quick: bool) -> list[str]:
+    lines = ["# BENCHMARKS", ""]
+    if quick:
+        lines += ["> **QUICK RUN** (`make bench QUICK=1`): tiny sizes, a smoke test of the bench itself. "
+                  "The numbers below say nothing about speed; run `make bench` for the real figures.", ""]
+    return lines + [
+        "Every speed claim kit makes, measured against a baseline run side by side on the same machine in the same "
+        "run (alternating where both run in one process, back to back where each needs its own). "
+        "Ratios are kit / baseline: above 1 means kit is faster. Throughput is also compared per CPU-second "
+        "(process CPU time, all threads), which other jobs loading the cores disturb far less than wall time.", ""]
+
+
+def run_info(meta: dict) -> list[str]:
+    machine, versions = meta["machine"], meta["machine"]["versions"]
+    lines = [
+        "## This run", "",
+        f"- date: {meta['date']}; command: `{meta['command']}`; wall time {meta['seconds'] / 60:.1f} min",
+        f"- machine: {machine['cpu']}, {machine['cores']} cores (`nproc` {machine['nproc']}), "
+        f"{fmt(machine['memory_gb'], 1)} GB memory, {machine['os']}",
+        "- libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "git_commit" and v),
+        f"- kit commit: {versions.get('git_commit') or 'unknown'}",
+        f"- pictures: {meta['data']}",
+        f"- backbone weights: {meta['weights']}",
+        f"- load average (1/5/15 min) at the start: {'/'.join(map(str, meta['load_start']))}, "
+        f"at the end: {'/'.join(map(str, meta['load_end']))} on {machine['nproc']} cores"]
+    highest = max(meta["load_start"][0], meta["load_end"][0], meta.get("load_max", 0))
+    if highest > 1.5 * machine["nproc"]:
+        lines += ["", f"> **The machine was loaded** by other jobs during this run (load average up to "
+                      f"{highest:.1f} on {machine['nproc']} cores): absolute images/s are lower than on an idle "
+                      "machine; side-by-side ratios, and above all the CPU-time ratios, remain meaningful."]
+    return lines + [""]
+
+
+def summary(sections: dict) -> list[str]:
+    """Every row that has a target, from all sections, in one table."""
+    rows = []
+    for name, title in S.TITLES.items():
+        info = sections.get(name) or {}
+        if "result" not in info:
+            continue
+        for _, _, table_rows in S.BUILDERS[name](info["result"]).tables:
+            for row in table_rows:
+                if isinstance(row, S.Row) and row.met is not None:
+                    rows.append([title.split(" ", 1)[0].rstrip("."), *rate_row(row)])
+    if not rows:
+        return []
+    header = ["§", "measure", "kit", "baseline", "ratio", "ratio (CPU time)", "target", "met?"]
+    return ["## Targets at a glance", "", table(header, rows), ""]
+
+
+def render(results: dict) -> str:
+    meta, sections = results["meta"], results["sections"]
+    lines = intro(meta["quick"]) + HOW_TO_RUN + run_info(meta) + summary(sections)
+    lines += [render_section(name, title, sections.get(name)) for name, title in S.TITLES.items()]
+    lines += ["## Method", "", *[f"- {line}" for line in S.METHOD], ""]
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""End to end on the real mini competition: kit's two paths against the one-script reference.
+
+    KIT_REAL_COMPETITION=...zip KIT_KERAS_WEIGHTS=.../keras/models .venv/bin/python bench/run.py --only end_to_end
+
+Each path runs from the competition zip to a written submission, every command a subprocess whose
+wall time and peak resident memory (ru_maxrss) are recorded; a path's memory is its largest command's.
+All are scored the same way: their validation probabilities (TTA-averaged, unclipped) on the SAME
+validation images (kit's split file), clipped to [0.005, 0.995], natural-log log loss.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from bench.common import PYTHON, ROOT, bench_env, run_measured, tail
+
+CONFIG = ROOT / "configs" / "dogs-vs-cats-redux.yaml"
+CLIP = 0.005
+
+
+def kit_overrides(base: Path) -> list[str]:
+    """Every kit output under `base` (a temp dir), nothing in the project's own folders."""
+    return [f"paths.data_dir={base / 'data'}", f"paths.cache_dir={base / 'cache'}", f"paths.runs_dir={base / 'runs'}",
+            f"paths.submissions_dir={base / 'submissions'}", f"paths.submission={base / 'submission.csv'}",
+            f"competition.kaggle_input={base / 'no-kaggle-input'}", "train.resume=false"]
+
+
+def precompute_wired() -> bool:
+    """Does `python -m kit train --set train.precompute=true` take the cached-features path yet?"""
+    source = (ROOT / "kit" / "train.py").read_text()
+    return bool(re.search(r"features\.train_head|from kit\.features import[^\n]*train_head", source))
+
+
+def kit_command(stage: str, overrides: list[str], extra: list[str] = ()) -> list[str]:
+    return [PYTHON, "-m", "kit", stage, "--config", str(CONFIG), *extra, "--set", " ".join(overrides)]
+
+
+def fallback_precompute_command(overrides: list[str]) -> list[str]:
+    """Until kit/train.py routes train.precompute=true to kit.features.train_head, call it directly."""
+    return [PYTHON, "-m", "bench.end_to_end", "precompute-train", " ".join(overrides)]
+
+
+def precompute_train(overrides: str) -> Path:
+    """The precompute path's train stage without the CLI wiring: index, then kit.features.train_head."""
+    from kit import data, features
+    from kit.config import load_config, parse_overrides
+
+    cfg = load_config(CONFIG, parse_overrides([overrides]))
+    data.run(cfg)
+    run_dir = Path(cfg.paths.runs_dir) / f"{cfg.name}-precompute"
+    features.train_head(cfg, data.load_index(cfg), run_dir)
+    return run_dir
+
+
+def run_commands(name: str, commands: list[tuple[str, list[str]]], logs: Path, keras_home: str,
+                 timeout: float) -> dict:
+    """Run a path's commands in order; stop at the first failure."""
+    steps = {}
+    for stage, cmd in commands:
+        result = run_measured(cmd, logs / f"{name}.log", env=bench_env(keras_home), timeout=timeout)
+        steps[stage] = result
+        if result["returncode"] != 0:
+            why = "timed out" if result["timed_out"] else f"exit {result['returncode']}"
+            raise RuntimeError(f"{name}: {stage} failed ({why}): {tail(result['log'])}")
+    return {"seconds": round(sum(s["seconds"] for s in steps.values()), 1),
+            "peak_rss_mb": max(s["maxrss_mb"] for s in steps.values()),
+            "steps": {k: {"seconds": v["seconds"], "maxrss_mb": v["maxrss_mb"]} for k, v in steps.items()}}
+
+
+def kit_path(name: str, competition_zip: Path, work: Path, keras_home: str, overrides: list[str],
+             timeout: float, precompute: bool) -> dict:
+    base = work / name
+    sets = kit_overrides(base) + overrides
+    train = kit_command("train", sets)
+    if precompute and not precompute_wired():
+        train = fallback_precompute_command(sets)
+    commands = [("download", kit_command("download", sets, ["--from", str(competition_zip)])), ("train", train),
+                ("submit", kit_command("submit", sets))]
+    result = run_commands(name, commands, work / "logs", keras_home, timeout)
+    runs = [p for p in (base / "runs").iterdir() if (p / "val_predictions.csv").is_file()]
+    if len(runs) != 1:
+        raise RuntimeError(f"{name}: expected one finished run in {base / 'runs'}, found {len(runs)}")
+    result.update(score(runs[0] / "val_predictions.csv"), run=runs[0].name, base=str(base),
+                  precompute_via_cli=precompute_wired() if precompute else None)
+    summary = runs[0] / "summary.json"
+    if summary.is_file():
+        result["summary"] = json.loads(summary.read_text())
+    return result
+
+
+def split_file(base: Path) -> Path:
+    found = sorted((base / "data").glob("*/index/split-seed*-val*.csv"))
+    if not found:
+        raise RuntimeError(f"no split file under {base / 'data'}: run kit's data stage first")
+    return found[0]
+
+
+def reference_path(competition_zip: Path, split: Path, work: Path, keras_home: str, timeout: float) -> dict:
+    out = work / "reference"
+    cmd = [PYTHON, str(ROOT / "bench" / "reference.py"), "--zip", str(competition_zip), "--split", str(split),
+           "--out", str(out), "--clip", str(CLIP)]
+    result = run_commands("reference", [("reference", cmd)], work / "logs", keras_home, timeout)
+    result.update(score(out / "val_predictions.csv"), summary=json.loads((out / "summary.json").read_text()))
+    return result
+
+
+def score(val_predictions: Path) -> dict:
+    """Clipped log loss and accuracy of a val_predictions.csv (path, label, prob), keyed by train/<file>."""
+    from kit.submission import log_loss
+
+    frame = pd.read_csv(val_predictions)
+    keys = sorted("train/" + Path(p).name for p in frame["path"])
+    return {"val_predictions": str(val_predictions),
+            "val_log_loss": log_loss(frame["label"].to_numpy(), frame["prob"].to_numpy(), CLIP),
+            "val_accuracy": float(((frame["prob"] > 0.5) == (frame["label"] > 0.5)).mean()),
+            "val_images": len(frame), "val_keys": keys}
+
+
+def per_image_losses(val_predictions: Path) -> pd.Series:
+    """Each validation picture's clipped log loss, indexed by train/<file>."""
+    import numpy as np
+
+    frame = pd.read_csv(val_predictions)
+    p = np.clip(frame["prob"].to_numpy(np.float64), CLIP, 1 - CLIP)
+    y = frame["label"].to_numpy(np.float64)
+    return pd.Series(-(y * np.log(p) + (1 - y) * np.log(1 - p)), index=["train/" + Path(q).name for q in frame["path"]])
+
+
+def paired_difference(kit_csv: Path, reference_csv: Path, resamples: int = 5000, seed: int = 0) -> dict:
+    """kit's minus the reference's log loss on the same pictures, with a paired bootstrap 95% interval.
+
+    600 validation pictures leave log loss a few thousandths of noise; an interval that holds 0 means
+    the two cannot be told apart on this split.
+    """
+    import numpy as np
+
+    kit, ref = per_image_losses(kit_csv), per_image_losses(reference_csv)
+    diff = (kit - ref.reindex(kit.index)).to_numpy()
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "images": len(diff)}
+
+
+def run_all(competition_zip: Path, work: Path, keras_home: str, finetune: bool, timeout: float = 2400) -> dict:
+    """Kit precompute path, the reference on kit's split, then (optionally) kit's default fine-tune path."""
+    results = {"precompute": kit_path("kit-precompute", competition_zip, work, keras_home,
+                                      ["train.precompute=true"], timeout, precompute=True)}
+    split = split_file(work / "kit-precompute")
+    results["reference"] = reference_path(competition_zip, split, work, keras_home, timeout)
+    if finetune:
+        results["finetune"] = kit_path("kit-finetune", competition_zip, work, keras_home, [], timeout, precompute=False)
+    keys = {name: r.pop("val_keys") for name, r in results.items()}
+    results["paired"] = {name: paired_difference(Path(results[name]["val_predictions"]),
+                                                 Path(results["reference"]["val_predictions"]))
+                         for name in ("precompute", "finetune") if name in results}
+    results["same_validation_images"] = len({tuple(k) for k in keys.values()}) == 1
+    results["split_file"] = split.name
+    return results
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["precompute-train"]:
+        precompute_train(sys.argv[2])

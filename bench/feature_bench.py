@@ -1,0 +1,105 @@
+"""Feature extraction: images/s through MobileNetV2, fed by kit's pipeline, by a naive loop, and by nothing.
+
+    .venv/bin/python bench/run.py --only features      (runs `feature_section` in a worker process)
+
+- ceiling: the same forward pass on in-memory random batches (no input pipeline at all);
+- kit: `kit.features.features` (pixel cache + prefetched tf.data stream + predict_on_batch), once
+  with the pixel cache still to build (cold) and once with it built (warm: a second feature set,
+  e.g. the hflip view or another backbone, reads the same pixels);
+- naive: PIL decode and resize in a Python loop, then predict_on_batch, one batch after another.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import best_of, timed
+
+
+def model_config(cache_dir: str, image_size: int, batch_size: int, weights: str):
+    from kit.config import load_config
+
+    return load_config(None, [f"paths.cache_dir={cache_dir}", f"data.image_size={image_size}",
+                              f"data.batch_size={batch_size}", "model.backbone=mobilenet_v2",
+                              f"model.weights={weights}"])
+
+
+def ceiling(extractor, n: int, image_size: int, batch_size: int) -> dict:
+    """The forward pass alone: `n` images in batches already in memory."""
+    import tensorflow as tf
+
+    batch = tf.random.uniform([batch_size, image_size, image_size, 3], 0, 255, seed=1)
+
+    def run() -> int:
+        done = 0
+        while done < n:
+            extractor.predict_on_batch(batch)
+            done += batch_size
+        return done
+
+    done, timing = timed(run)
+    return timing.rate(done)
+
+
+def naive(extractor, files: list[str], image_size: int, batch_size: int) -> dict:
+    """What a first script does: open, convert and resize each file with PIL, then predict the batch."""
+    from PIL import Image
+
+    def run() -> int:
+        for start in range(0, len(files), batch_size):
+            batch = []
+            for path in files[start:start + batch_size]:
+                with Image.open(path) as image:
+                    batch.append(np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR)))
+            extractor.predict_on_batch(np.stack(batch).astype(np.float32))
+        return len(files)
+
+    done, timing = timed(run)
+    return timing.rate(done)
+
+
+def kit_features(cfg, model, files: list[str], identity: dict) -> dict:
+    """kit.features.features with the feature cache emptied first (the pixel cache is kept)."""
+    from kit import features
+
+    shutil.rmtree(Path(cfg.paths.cache_dir) / features.FEATURES_DIR, ignore_errors=True)
+    out, timing = timed(lambda: features.features(cfg, model, files, "bench", identity=identity))
+    assert out.shape[0] == len(files)
+    return timing.rate(len(files))
+
+
+def extractor_startup(model, image_size: int, batch_size: int) -> float:
+    """Seconds a fresh feature extractor's first batch costs beyond a steady batch (kit builds one per call)."""
+    from kit import features
+
+    batch = np.zeros((batch_size, image_size, image_size, 3), np.float32)
+    fresh = features.feature_extractor(model)
+    _, first = timed(lambda: fresh.predict_on_batch(batch))
+    _, steady = timed(lambda: fresh.predict_on_batch(batch))
+    return max(0.0, first.seconds - steady.seconds)
+
+
+def feature_section(files: list[str], work: str, image_size: int = 224, batch_size: int = 32,
+                    weights: str = "none", repeats: int = 2) -> dict:
+    """Section 2: ceiling, kit (cold, then warm pixel cache) and naive, the warm ones taking turns."""
+    from kit import features
+    from kit.model import build_model, set_backbone_trainable
+
+    cfg = model_config(str(Path(work) / "cache-features"), image_size, batch_size, weights)
+    model = build_model(cfg, 2)
+    set_backbone_trainable(model, False)
+    extractor = features.feature_extractor(model)
+    identity = features.backbone_identity(model)
+    extractor.predict_on_batch(np.zeros((batch_size, image_size, image_size, 3), np.float32))  # build, warm up
+    cold = kit_features(cfg, model, files, identity)
+    passes = {"ceiling": [], "kit_warm": [], "naive": []}
+    for _ in range(repeats):
+        passes["ceiling"].append(ceiling(extractor, len(files), image_size, batch_size))
+        passes["kit_warm"].append(kit_features(cfg, model, files, identity))
+        passes["naive"].append(naive(extractor, files, image_size, batch_size))
+    startup = [extractor_startup(model, image_size, batch_size) for _ in range(2)]
+    return {"images": len(files), "image_size": image_size, "batch_size": batch_size, "weights": weights,
+            "repeats": repeats, "kit_cold": cold, "extractor_startup_seconds": min(startup),
+            **{name: best_of(rates) for name, rates in passes.items()}}
