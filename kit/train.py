@@ -98,12 +98,12 @@ class Trainer:
 
     def train_head_on_features(self, train_paths, y_train, val_paths, y_val) -> None:
         """Stage 1 to convergence in seconds on cached backbone features (fast.ai: precompute, then unfreeze)."""
-        from kit import features
+        from kit import features, head
 
         identity = features.backbone_identity(self.model)
         train_xy = features.training_features(self.cfg, self.model, train_paths, y_train, identity)
         val_xy = (features.features(self.cfg, self.model, val_paths, "val", "original", identity=identity), y_val)
-        best = features.fit_head(self.cfg, self.model, train_xy, val_xy, self.run, self.n_classes)
+        best = head.fit_head(self.cfg, self.model, train_xy, val_xy, self.run, self.n_classes)
         if best.best < self.best.best:  # the head alone may stay the best model: keep it as a candidate
             self.best.best, self.best.best_epoch = best.best, best.best_epoch
             with atomic_path(self.best.path, suffix=".keras") as tmp:
@@ -215,9 +215,9 @@ def run(cfg: Config) -> Path:
     print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
           f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
     if cfg.train.precompute:  # head only, on cached backbone features (kit/features.py)
-        from kit import features
+        from kit import head
 
-        features.train_head(cfg, index, run)
+        head.train_head(cfg, index, run)
         write_report(run)
         return run
     started = time.time()

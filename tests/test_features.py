@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from kit import data, download, features, pipeline, predict
+from kit.head import fit_head, train_head
 from kit import paths as kit_paths
 from kit.errors import KitError
 from kit.model import build_model, small_cnn
@@ -87,7 +88,7 @@ def test_train_head_writes_the_run_contract_and_a_full_pixel_model(tiny, monkeyp
     tiny.train.precompute_passes = 1
     run = kit_paths.runs_dir(tiny) / "pre"
     run.mkdir(parents=True)
-    summary = features.train_head(tiny, index, run)
+    summary = train_head(tiny, index, run)
     for name in ("best.keras", "metrics.csv", "lr.csv", "val_predictions.csv", "summary.json", "config.yaml",
                  "versions.json", "classes.json"):
         assert (run / name).is_file(), name
@@ -123,7 +124,7 @@ def test_train_head_writes_the_run_contract_and_a_full_pixel_model(tiny, monkeyp
     monkeypatch.setattr(features, "_compute", no_computing)  # a second run reuses every feature file
     second = kit_paths.runs_dir(tiny) / "again"
     second.mkdir()
-    features.train_head(tiny, index, second)
+    train_head(tiny, index, second)
 
 
 def test_fit_head_learns_separable_features_fast(tiny, tmp_path):
@@ -135,7 +136,7 @@ def test_fit_head_learns_separable_features_fast(tiny, tmp_path):
     model = build_model(tiny, 2)
     import time
     started = time.time()
-    best = features.fit_head(tiny, model, (x[:2400], y[:2400]), (x[2400:], y[2400:]), tmp_path, 2)
+    best = fit_head(tiny, model, (x[:2400], y[:2400]), (x[2400:], y[2400:]), tmp_path, 2)
     seconds_per_epoch = (time.time() - started) / 10
     assert best.best < 0.25 and 1 <= best.best_epoch <= 10
     assert seconds_per_epoch < 1.0  # 75 steps of 32: well under a second, even on 2 busy cores
@@ -162,13 +163,13 @@ def test_bad_settings_are_clear_errors_and_write_nothing(tiny, monkeypatch):
     run.mkdir(parents=True)
     tiny.train.head_precompute_epochs = 0
     with pytest.raises(KitError, match="head_precompute_epochs above 0"):
-        features.train_head(tiny, index, run)
+        train_head(tiny, index, run)
     tiny.train.head_precompute_epochs, tiny.train.precompute_passes = 2, -1
     with pytest.raises(KitError, match="precompute_passes must be >= 0"):
-        features.train_head(tiny, index, run)
+        train_head(tiny, index, run)
     tiny.train.precompute_passes, tiny.augment.enabled = 1, False
     with pytest.raises(KitError, match="needs augmentation"):
-        features.train_head(tiny, index, run)
+        train_head(tiny, index, run)
     assert not list(run.iterdir())  # refused before anything was written
     assert not (kit_paths.cache_dir(tiny) / "features").exists()  # nor computed
 

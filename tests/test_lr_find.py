@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kit import data, download, features, lr_find
+from kit.head import train_head
 from kit import paths as kit_paths
 from kit.config import LrFindConfig
 from kit.errors import KitError
@@ -156,7 +157,7 @@ def test_run_finetune_stage_from_a_run_leaves_the_run_alone(tiny, capsys):
     index = data.load_index(tiny)
     run = kit_paths.runs_dir(tiny) / "head"
     run.mkdir(parents=True)
-    features.train_head(tiny, index, run)
+    train_head(tiny, index, run)
     before = (run / "best.keras").read_bytes()
     tiny.lr_find.stage, tiny.lr_find.steps = "finetune", 12
     png = lr_find.run(tiny, run="head")
