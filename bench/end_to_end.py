@@ -10,7 +10,6 @@ validation images (kit's split file), clipped to [0.005, 0.995], natural-log log
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -28,31 +27,8 @@ def kit_overrides(base: Path) -> list[str]:
             f"competition.kaggle_input={base / 'no-kaggle-input'}", "train.resume=false"]
 
 
-def precompute_wired() -> bool:
-    """Does `python -m kit train --set train.precompute=true` take the cached-features path yet?"""
-    source = (ROOT / "kit" / "train.py").read_text()
-    return bool(re.search(r"features\.train_head|from kit\.features import[^\n]*train_head", source))
-
-
 def kit_command(stage: str, overrides: list[str], extra: list[str] = ()) -> list[str]:
     return [PYTHON, "-m", "kit", stage, "--config", str(CONFIG), *extra, "--set", " ".join(overrides)]
-
-
-def fallback_precompute_command(overrides: list[str]) -> list[str]:
-    """Until kit/train.py routes train.precompute=true to kit.features.train_head, call it directly."""
-    return [PYTHON, "-m", "bench.end_to_end", "precompute-train", " ".join(overrides)]
-
-
-def precompute_train(overrides: str) -> Path:
-    """The precompute path's train stage without the CLI wiring: index, then kit.features.train_head."""
-    from kit import data, features
-    from kit.config import load_config, parse_overrides
-
-    cfg = load_config(CONFIG, parse_overrides([overrides]))
-    data.run(cfg)
-    run_dir = Path(cfg.paths.runs_dir) / f"{cfg.name}-precompute"
-    features.train_head(cfg, data.load_index(cfg), run_dir)
-    return run_dir
 
 
 def run_commands(name: str, commands: list[tuple[str, list[str]]], logs: Path, keras_home: str,
@@ -71,20 +47,17 @@ def run_commands(name: str, commands: list[tuple[str, list[str]]], logs: Path, k
 
 
 def kit_path(name: str, competition_zip: Path, work: Path, keras_home: str, overrides: list[str],
-             timeout: float, precompute: bool) -> dict:
+             timeout: float) -> dict:
+    """`make download` (from the zip), `make train`, `make submit` with `overrides`, outputs under work/name."""
     base = work / name
     sets = kit_overrides(base) + overrides
-    train = kit_command("train", sets)
-    if precompute and not precompute_wired():
-        train = fallback_precompute_command(sets)
-    commands = [("download", kit_command("download", sets, ["--from", str(competition_zip)])), ("train", train),
-                ("submit", kit_command("submit", sets))]
+    commands = [("download", kit_command("download", sets, ["--from", str(competition_zip)])),
+                ("train", kit_command("train", sets)), ("submit", kit_command("submit", sets))]
     result = run_commands(name, commands, work / "logs", keras_home, timeout)
     runs = [p for p in (base / "runs").iterdir() if (p / "val_predictions.csv").is_file()]
     if len(runs) != 1:
         raise RuntimeError(f"{name}: expected one finished run in {base / 'runs'}, found {len(runs)}")
-    result.update(score(runs[0] / "val_predictions.csv"), run=runs[0].name, base=str(base),
-                  precompute_via_cli=precompute_wired() if precompute else None)
+    result.update(score(runs[0] / "val_predictions.csv"), run=runs[0].name, base=str(base))
     summary = runs[0] / "summary.json"
     if summary.is_file():
         result["summary"] = json.loads(summary.read_text())
@@ -145,25 +118,28 @@ def paired_difference(kit_csv: Path, reference_csv: Path, resamples: int = 5000,
     return {"mean": float(diff.mean()), "low": float(low), "high": float(high), "images": len(diff)}
 
 
+def attempt(fn, *args) -> dict:
+    """One path's result, or {"error": ...}: a path that fails must not lose the others' numbers."""
+    try:
+        return fn(*args)
+    except (RuntimeError, OSError, ValueError, KeyError) as error:
+        return {"error": f"{type(error).__name__}: {error}"[:1500]}
+
+
 def run_all(competition_zip: Path, work: Path, keras_home: str, finetune: bool, timeout: float = 2400) -> dict:
     """Kit precompute path, the reference on kit's split, then (optionally) kit's default fine-tune path."""
-    results = {"precompute": kit_path("kit-precompute", competition_zip, work, keras_home,
-                                      ["train.precompute=true"], timeout, precompute=True)}
-    split = split_file(work / "kit-precompute")
-    results["reference"] = reference_path(competition_zip, split, work, keras_home, timeout)
+    results = {"precompute": attempt(kit_path, "kit-precompute", competition_zip, work, keras_home,
+                                     ["train.precompute=true"], timeout)}
+    split = split_file(work / "kit-precompute")  # written by the data stage, even if training failed later
+    results["reference"] = attempt(reference_path, competition_zip, split, work, keras_home, timeout)
     if finetune:
-        results["finetune"] = kit_path("kit-finetune", competition_zip, work, keras_home, [], timeout, precompute=False)
-    keys = {name: r.pop("val_keys") for name, r in results.items()}
-    results["paired"] = {name: paired_difference(Path(results[name]["val_predictions"]),
-                                                 Path(results["reference"]["val_predictions"]))
-                         for name in ("precompute", "finetune") if name in results}
+        results["finetune"] = attempt(kit_path, "kit-finetune", competition_zip, work, keras_home, [], timeout)
+    done = {name: r for name, r in results.items() if "error" not in r}
+    keys = {name: r.pop("val_keys") for name, r in done.items()}
+    if "reference" in done:
+        results["paired"] = {name: paired_difference(Path(done[name]["val_predictions"]),
+                                                     Path(done["reference"]["val_predictions"]))
+                             for name in ("precompute", "finetune") if name in done}
     results["same_validation_images"] = len({tuple(k) for k in keys.values()}) == 1
     results["split_file"] = split.name
     return results
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["precompute-train"]:
-        precompute_train(sys.argv[2])

@@ -94,7 +94,8 @@ def pipeline_section(files: list[str], class_dir: str, work: str, image_size: in
     }
     return {"images": len(files), "image_size": image_size, "batch_size": batch_size, "repeats": repeats,
             "cache_build": build.rate(len(files)), "first_epoch": first, "first_epoch_total": first_total,
-            "streams": round_robin(streams, repeats), "augment_parts": augmentation_parts(cfg, batch_size)}
+            "streams": round_robin(streams, repeats), "augment_parts": augmentation_parts(cfg, batch_size),
+            "kit_resize": dict(pipeline.RESIZE)}
 
 
 def augmentation_parts(cfg, batch_size: int, batches: int = 8) -> dict:

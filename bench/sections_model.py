@@ -90,46 +90,63 @@ def _interval(d: dict | None) -> str:
     return "—" if not d else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
 
-def end_to_end(r: dict) -> Built:
-    ref, pre, paired = r["reference"], r["precompute"], r.get("paired", {})
-    names = {"reference": "reference script (bench/reference.py)", "precompute": "kit, `train.precompute=true`",
+E2E_PATHS = {"reference": "reference script (bench/reference.py)", "precompute": "kit, `train.precompute=true`",
              "finetune": "kit, default fine-tune (configs/dogs-vs-cats-redux.yaml)"}
-    rows = []
-    for key, label in names.items():
+
+
+def _e2e_rows(r: dict) -> list[list[str]]:
+    ref, paired, rows = r.get("reference", {}), r.get("paired", {}), []
+    for key, label in E2E_PATHS.items():
         v = r.get(key)
-        if v is None:
-            rows.append([label, "skipped (--skip-finetune)", "", "", "", "", ""])
+        if v is None or "error" in v:
+            rows.append([label, "skipped (--skip-finetune)" if v is None else f"**failed**: {v['error'][:300]}",
+                         "", "", "", "", ""])
             continue
         rows.append([label, f"{v['seconds']:.0f} s", f"{v['peak_rss_mb']:,.0f} MB", f"{v['val_log_loss']:.4f}",
-                     f"{v['val_accuracy'] * 100:.1f}%", x(ratio(ref["seconds"], v["seconds"])),
+                     f"{v['val_accuracy'] * 100:.1f}%", x(ratio(ref.get("seconds"), v["seconds"])),
                      _interval(paired.get(key)) if key != "reference" else "—"])
+    return rows
+
+
+def _e2e_target(r: dict) -> tuple[list[Row], bool]:
+    ref, pre, paired = r["reference"], r["precompute"], r.get("paired", {})
     fast = pre["seconds"] <= ref["seconds"]
     # "Equal or better": lower, or not told apart from the reference on these pictures (the interval holds 0).
     not_worse = pre["val_log_loss"] <= ref["val_log_loss"] or (paired.get("precompute", {}).get("low", 1) <= 0)
-    target = [Row("Precompute path vs reference: wall time (ratio = reference / kit)", pre["seconds"], ref["seconds"],
-                  ratio(ref["seconds"], pre["seconds"]), None, "≥ 1x", fast, "s"),
-              Row("Precompute path vs reference: validation log loss, clip 0.005 (ratio = reference / kit)",
-                  pre["val_log_loss"], ref["val_log_loss"], ratio(ref["val_log_loss"], pre["val_log_loss"]), None,
-                  "≤ reference, or not significantly worse (paired 95% interval holds 0)", not_worse, "", 4)]
+    return [Row("Precompute path vs reference: wall time (ratio = reference / kit)", pre["seconds"], ref["seconds"],
+                ratio(ref["seconds"], pre["seconds"]), None, "≥ 1x", fast, "s"),
+            Row("Precompute path vs reference: validation log loss, clip 0.005 (ratio = reference / kit)",
+                pre["val_log_loss"], ref["val_log_loss"], ratio(ref["val_log_loss"], pre["val_log_loss"]), None,
+                "≤ reference, or not significantly worse (paired 95% interval holds 0)", not_worse, "", 4)], \
+        fast and not_worse
+
+
+def end_to_end(r: dict) -> Built:
+    ok = {k: v for k, v in r.items() if k in E2E_PATHS and v and "error" not in v}
+    paired = r.get("paired", {})
     steps = "; ".join(f"{k}: " + ", ".join(f"{s} {v['seconds']:.0f} s / {v['maxrss_mb']:,.0f} MB"
-                                          for s, v in r[k]["steps"].items()) for k in names if r.get(k))
-    built = Built(intro=[f"From the competition zip to a written submission. Validation: the same "
-                         f"{pre['val_images']:,} pictures for all ({r['split_file']}; identical: "
+                                          for s, v in ok[k]["steps"].items()) for k in E2E_PATHS if k in ok)
+    images = next((v["val_images"] for v in ok.values()), 0)
+    built = Built(intro=[f"From the competition zip to a written submission, each path's commands run back to back. "
+                         f"Validation: the same {images:,} pictures for all ({r['split_file']}; identical: "
                          f"{'yes' if r['same_validation_images'] else 'NO'}), TTA original + hflip, clipped to "
                          f"[0.005, 0.995]. Steps (wall time / peak RSS): {steps}."])
     built.tables.append(("", ["path", "wall time", "peak RSS", "val log loss", "val accuracy", "speed vs reference",
-                              "log loss − reference's [paired 95% interval]"], rows))
-    built.tables.append(("Target:", ["measure", "kit", "baseline", "ratio", "ratio (CPU time)", "target", "met?"],
-                         target))
-    via = "through `python -m kit train`" if pre.get("precompute_via_cli") else \
-        "through kit.features.train_head directly (the CLI wiring of train.precompute was not there yet)"
-    built.findings.append(
-        f"The precompute path ({via}) takes {pre['seconds']:.0f} s against the reference's {ref['seconds']:.0f} s "
-        f"({x(ratio(ref['seconds'], pre['seconds']))}) at validation log loss {pre['val_log_loss']:.4f} vs "
-        f"{ref['val_log_loss']:.4f} (difference {_interval(paired.get('precompute'))}): target "
-        f"{'met' if fast and not_worse else 'missed'}.")
-    if r.get("finetune"):
-        ft = r["finetune"]
+                              "log loss − reference's [paired 95% interval]"], _e2e_rows(r)))
+    if "precompute" in ok and "reference" in ok:
+        target, met_all = _e2e_target(r)
+        built.tables.append(("Target:", ["measure", "kit", "baseline", "ratio", "ratio (CPU time)", "target",
+                                          "met?"], target))
+        pre, ref = ok["precompute"], ok["reference"]
+        built.findings.append(
+            f"The precompute path takes {pre['seconds']:.0f} s against the reference's {ref['seconds']:.0f} s "
+            f"({x(ratio(ref['seconds'], pre['seconds']))}) at validation log loss {pre['val_log_loss']:.4f} vs "
+            f"{ref['val_log_loss']:.4f} (difference {_interval(paired.get('precompute'))}): target "
+            f"{'met' if met_all else 'missed'}.")
+    else:
+        built.findings.append("The precompute target cannot be judged: a path failed (see the table).")
+    if "finetune" in ok:
+        ft = ok["finetune"]
         built.findings.append(f"Fine-tuning takes {ft['seconds'] / 60:.1f} min for validation log loss "
                               f"{ft['val_log_loss']:.4f} (difference to the reference "
                               f"{_interval(paired.get('finetune'))}).")
