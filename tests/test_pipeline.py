@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 from kit import pipeline
-from kit.augment import build_augmenter, random_affine
+from kit.augment import build_augmenter, random_affine, warp_affine
 from kit.config import AugmentConfig
 from kit.errors import KitError
 
@@ -111,3 +111,18 @@ def test_fused_warp_with_flip_only_is_an_exact_mirror_or_identity():
     kinds = [np.allclose(o, a, atol=1e-3) for o, a in zip(out, original)]
     mirrors = [np.allclose(o, m, atol=1e-3) for o, m in zip(out, mirrored)]
     assert all(k or m for k, m in zip(kinds, mirrors)) and any(kinds) and any(mirrors)
+
+
+def test_fused_warp_matches_tensorflows_projective_transform_kernel():
+    # Rotations and zooms large enough to sample outside the image, so the reflect fill is pinned too.
+    rng = np.random.default_rng(2)
+    batch = tf.constant(rng.uniform(0, 255, (6, 24, 20, 3)), tf.float32)
+    angle, scale = rng.uniform(-0.6, 0.6, 6), rng.uniform(0.7, 1.3, 6)
+    mirror = np.where(rng.uniform(size=6) < 0.5, -1.0, 1.0)
+    a0, a1, b0, b1 = np.cos(angle) * scale * mirror, -np.sin(angle) * scale, np.sin(angle) * scale * mirror, np.cos(angle) * scale
+    a2, b2 = 9.5 - a0 * 9.5 - a1 * 11.5 + rng.uniform(-3, 3, 6), 11.5 - b0 * 9.5 - b1 * 11.5
+    transforms = np.stack([a0, a1, a2, b0, b1, b2], axis=1).astype(np.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=np.concatenate([transforms, np.zeros((6, 2), np.float32)], axis=1),
+        output_shape=[24, 20], interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
+    np.testing.assert_allclose(warp_affine(batch, tf.constant(transforms)).numpy(), expected.numpy(), atol=0.05)
