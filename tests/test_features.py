@@ -99,6 +99,8 @@ def test_train_head_writes_the_run_contract_and_a_full_pixel_model(tiny, monkeyp
     steps_per_epoch = int(np.ceil(2 * len(index.train) / tiny.data.batch_size))  # original + 1 augmented pass
     lr = pd.read_csv(run / "lr.csv")
     assert list(lr["step"]) == list(range(4 * steps_per_epoch)) and lr["lr"].iloc[0] == pytest.approx(1e-3)
+    # One cosine cycle over all head epochs (no restart: the head on fixed features has nothing to escape).
+    assert (np.diff(lr["lr"]) < 0).all() and lr["lr"].iloc[-1] < 0.1 * 1e-3
     assert summary["val_log_loss"] == pytest.approx(metrics["val_log_loss"].min(), rel=1e-5)
     assert summary["best_epoch"] == int(metrics["val_log_loss"].idxmin()) + 1
     assert json.loads((run / "summary.json").read_text())["best_epoch"] == summary["best_epoch"]
