@@ -11,19 +11,18 @@ interrupted before the end) is named in the report instead of failing it.
 from __future__ import annotations
 
 import html
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from kit import paths as kit_paths
 from kit import plots
 from kit.config import Config
 from kit.errors import KitError
 from kit.fsutil import atomic_path, write_text_atomic
+from kit.run_files import RunFiles, best_epoch, load_run_files
 
 REPORT = "report.html"
 PLOTS_DIR = "plots"
@@ -41,21 +40,6 @@ KEY_SETTINGS = [
     ("warmup epochs", "train.warmup_epochs"), ("weight decay", "train.weight_decay"),
     ("label smoothing", "train.label_smoothing"), ("TTA views", "submit.tta"), ("clip", "submit.clip"),
 ]
-
-
-@dataclass
-class RunFiles:
-    """What a run folder holds, read once; `notes` says what is missing or could not be read."""
-    run_dir: Path
-    metrics: pd.DataFrame | None = None
-    lr: pd.DataFrame | None = None
-    predictions: pd.DataFrame | None = None  # a plots.prediction_table, paths resolved
-    classes: list[str] | None = None
-    summary: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    config_text: str | None = None
-    versions_text: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def find_report_run(cfg: Config, run: str | None = None) -> Path:
@@ -91,84 +75,6 @@ def build_report(run_dir: str | Path) -> Path:
 
 # ---- reading the run folder -------------------------------------------------------------------------
 
-def _read_csv(path: Path, required: list[str], notes: list[str], missing_means: str) -> pd.DataFrame | None:
-    if not path.is_file():
-        notes.append(f"{path.name} is missing: {missing_means}")
-        return None
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        notes.append(f"{path.name} could not be read ({type(error).__name__}): {missing_means}")
-        return None
-    absent = [c for c in required if c not in frame.columns]
-    if absent:
-        notes.append(f"{path.name} lacks columns {', '.join(absent)}: {missing_means}")
-        return None
-    return frame
-
-
-def _read_json(path: Path, notes: list[str]):
-    if not path.is_file():
-        notes.append(f"{path.name} is missing")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        notes.append(f"{path.name} is not valid JSON")
-        return None
-
-
-def _resolve_paths(frame: pd.DataFrame, run_dir: Path) -> pd.Series:
-    """Absolute paths as written; a relative one that does not exist from here is tried from the run folder."""
-    def resolve(text: str) -> str:
-        path = Path(text)
-        return str(run_dir / path) if not path.is_absolute() and not path.exists() else text
-    return frame["path"].astype(str).map(resolve)
-
-
-def _classes(files: RunFiles, raw_predictions: pd.DataFrame | None) -> list[str] | None:
-    classes = _read_json(files.run_dir / "classes.json", files.notes) or files.summary.get("classes")
-    if not classes and raw_predictions is not None and "class_name" in raw_predictions.columns:
-        pairs = raw_predictions[["label", "class_name"]].drop_duplicates().sort_values("label")
-        classes = list(pairs["class_name"].astype(str))
-    return [str(c) for c in classes] if classes else None
-
-
-def load_run_files(run_dir: Path) -> RunFiles:
-    files = RunFiles(run_dir)
-    notes = files.notes
-    files.metrics = _read_csv(run_dir / "metrics.csv", ["epoch", "val_log_loss"], notes, "no loss plot or metrics")
-    if files.metrics is not None:
-        files.metrics = files.metrics.sort_values("epoch", kind="stable").reset_index(drop=True)
-    files.lr = _read_csv(run_dir / "lr.csv", ["step", "epoch", "lr"], notes, "no learning-rate plot")
-    files.summary = _read_json(run_dir / "summary.json", notes) or {}
-    if (run_dir / "config.yaml").is_file():
-        files.config_text = (run_dir / "config.yaml").read_text(errors="replace")
-        try:
-            loaded = yaml.safe_load(files.config_text)
-        except yaml.YAMLError:
-            loaded = None
-            notes.append("config.yaml is not valid YAML: the settings below are unknown")
-        files.config = loaded if isinstance(loaded, dict) else {}
-    else:
-        notes.append("config.yaml is missing: the settings below are unknown")
-    if (run_dir / "versions.json").is_file():
-        files.versions_text = (run_dir / "versions.json").read_text()
-    raw = _read_csv(run_dir / "val_predictions.csv", ["path", "label"], notes,
-                    "no confusion matrix, galleries or TTA scores")
-    files.classes = _classes(files, raw)
-    if raw is not None and files.classes:
-        try:
-            table = plots.prediction_table(raw, files.classes)
-            table["path"] = _resolve_paths(table, run_dir)
-            files.predictions = table
-        except (KitError, ValueError) as error:
-            notes.append(f"val_predictions.csv: {error}")
-    elif raw is not None:
-        notes.append("classes.json is missing and val_predictions.csv names no classes: no confusion matrix")
-    return files
-
-
 # ---- plots ------------------------------------------------------------------------------------------
 
 @dataclass
@@ -177,15 +83,6 @@ class Drawn:
     title: str
     filename: str | None
     note: str = ""
-
-
-def best_epoch(files: RunFiles) -> int | None:
-    """The best epoch, counted from 1: summary.json's, else the lowest val_log_loss in metrics.csv."""
-    if files.summary.get("best_epoch"):
-        return int(files.summary["best_epoch"])
-    if files.metrics is not None and files.metrics["val_log_loss"].notna().any():
-        return int(files.metrics.loc[files.metrics["val_log_loss"].idxmin(), "epoch"]) + 1
-    return None
 
 
 def draw_plots(files: RunFiles, folder: Path) -> list[Drawn]:
