@@ -127,19 +127,13 @@ def augmentation_parts(cfg, batch_size: int, batches: int = 8) -> dict:
 
 
 def _warp(images, interpolation: str, degrees: float = 10.0, zoom: float = 1.1):
-    """kit's fused warp (kit.augment.random_affine) done by TF's kernel instead: a comparison, not kit's code."""
-    import math
-
+    """kit's fused warp (same random transforms) done by TF's ImageProjectiveTransformV3 kernel: a comparison."""
     import tensorflow as tf
 
-    batch, size = tf.shape(images)[0], tf.cast(tf.shape(images)[1], tf.float32)
-    angle = tf.random.uniform([batch], -degrees, degrees) * (math.pi / 180.0)
-    scale = 1.0 / tf.random.uniform([batch], 1.0, zoom)
-    mirror = tf.where(tf.random.uniform([batch]) < 0.5, -1.0, 1.0)
-    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
-    a0, a1, b0, b1 = cos * mirror, -sin, sin * mirror, cos
-    c, zeros = (size - 1.0) / 2.0, tf.zeros([batch])
-    transforms = tf.stack([a0, a1, c - a0 * c - a1 * c, b0, b1, c - b0 * c - b1 * c, zeros, zeros], axis=1)
+    from kit.augment import random_affine_transforms
+
+    transforms = random_affine_transforms(tf.shape(images), True, degrees, zoom)
+    transforms = tf.pad(transforms, [[0, 0], [0, 2]])  # the kernel's 8 parameters: no projective part
     return tf.raw_ops.ImageProjectiveTransformV3(images=images, transforms=transforms,
                                                 output_shape=tf.shape(images)[1:3], interpolation=interpolation,
                                                 fill_mode="REFLECT", fill_value=0.0)

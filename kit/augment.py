@@ -30,8 +30,14 @@ Augmenter = Callable[[tf.Tensor], tf.Tensor]
 
 def random_affine(images: tf.Tensor, flip: bool, max_degrees: float, max_zoom: float) -> tf.Tensor:
     """Flip, rotate and zoom each image of the batch with one bilinear warp (reflect at the edges)."""
-    batch = tf.shape(images)[0]
-    height, width = tf.cast(tf.shape(images)[1], tf.float32), tf.cast(tf.shape(images)[2], tf.float32)
+    transforms = random_affine_transforms(tf.shape(images), flip, max_degrees, max_zoom)
+    return warp_affine(tf.cast(images, tf.float32), transforms)
+
+
+def random_affine_transforms(shape: tf.Tensor, flip: bool, max_degrees: float, max_zoom: float) -> tf.Tensor:
+    """One random [a0, a1, a2, b0, b1, b2] per image of a batch of `shape`: flip, rotation, zoom about the centre."""
+    batch = shape[0]
+    height, width = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
     angle = tf.random.uniform([batch], -max_degrees, max_degrees) * (math.pi / 180.0)
     scale = 1.0 / tf.random.uniform([batch], 1.0, max(max_zoom, 1.0))  # output->input: < 1 zooms in
     mirror = tf.where(tf.random.uniform([batch]) < 0.5, -1.0, 1.0) if flip else tf.ones([batch])
@@ -40,7 +46,7 @@ def random_affine(images: tf.Tensor, flip: bool, max_degrees: float, max_zoom: f
     # The transform maps output (x, y) to input (a0 x + a1 y + a2, b0 x + b1 y + b2), about the centre.
     a0, a1, b0, b1 = cos * mirror, -sin, sin * mirror, cos
     a2, b2 = cx - a0 * cx - a1 * cy, cy - b0 * cx - b1 * cy
-    return warp_affine(tf.cast(images, tf.float32), tf.stack([a0, a1, a2, b0, b1, b2], axis=1))
+    return tf.stack([a0, a1, a2, b0, b1, b2], axis=1)
 
 
 def _reflect(coordinate: tf.Tensor, size: tf.Tensor) -> tf.Tensor:

@@ -73,8 +73,6 @@ def build_report(run_dir: str | Path) -> Path:
     return write_text_atomic(run_dir / REPORT, render_html(files, drawn))
 
 
-# ---- reading the run folder -------------------------------------------------------------------------
-
 # ---- plots ------------------------------------------------------------------------------------------
 
 @dataclass
