@@ -22,6 +22,7 @@ from kit.config import Config, save_provenance
 from kit.errors import KitError
 from kit.features import features, training_features, predict_views_from_features, backbone_identity, head_model
 from kit.fsutil import atomic_path, write_text_atomic
+from kit.pipeline import prefetched
 
 class BestWeights(keras.callbacks.Callback):
     """Remember the weights of the epoch with the lowest validation log loss (in memory: no file per epoch)."""
@@ -57,7 +58,7 @@ def _feature_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds.batch(batch_size))
 
 
 def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: Path, n_classes: int) -> BestWeights:

@@ -203,13 +203,14 @@ def _head_setup(cfg: Config, model: keras.Model, index):
     import tensorflow as tf
 
     from kit import features
+    from kit.pipeline import prefetched
     from kit.train import compile_model, label_array
 
     n_classes = len(index.classes)
     x = features.features(cfg, model, list(index.train["path"]), "train", "original")
     y = label_array(index.train["label"].to_numpy(), n_classes)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=cfg.data.seed).repeat()
-    ds = ds.batch(cfg.data.batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = prefetched(ds.batch(cfg.data.batch_size))
     optimizer = keras.optimizers.AdamW if cfg.train.weight_decay else keras.optimizers.Adam
     extra = {"weight_decay": cfg.train.weight_decay} if cfg.train.weight_decay else {}
     return features.head_model(model), ds, lambda m: compile_model(m, optimizer(cfg.lr_find.start_lr, **extra),
@@ -256,8 +257,12 @@ def run(cfg: Config, run: str | None = None) -> Path:
     """Run the range test for cfg.lr_find.stage; print the suggestion; return the PNG's path."""
     from kit import data
 
+    from kit.features import precompute_config
+
     s = cfg.lr_find
     check_settings(s)
+    if s.stage == "head":
+        cfg = precompute_config(cfg)  # the features a precompute run would train on
     data.run(cfg)  # the index, up to date (cheap when nothing changed)
     index = data.load_index(cfg)
     model, run_folder = _model(cfg, run, index.classes)

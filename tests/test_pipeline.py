@@ -92,6 +92,15 @@ def test_training_stream_shuffles_each_epoch_and_keeps_pairs(small, tmp_path, mo
     assert epochs[0] != epochs[1] and epochs[0] != list(range(12))
 
 
+def test_every_stream_runs_without_the_autotuner(small, tmp_path):
+    """Its thread held up deleting a finished iterator for up to tens of seconds (kit.pipeline.prefetched)."""
+    paths = colour_images(tmp_path / "img", 4)
+    images = pipeline.load_images(small, paths, "train")
+    streams = [pipeline.training_stream(small, images, np.zeros(4, np.float32), paths),
+               pipeline.prediction_stream(small, images, 4, paths), pipeline.decoded_stream(paths, 16, 2)]
+    assert [stream.options().autotune.enabled for stream in streams] == [False, False, False]
+
+
 def test_augmenter_stays_in_range_and_changes_images():
     rng = np.random.default_rng(0)
     batch = tf.constant(rng.uniform(0, 255, (8, 32, 32, 3)), tf.float32)
