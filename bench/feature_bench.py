@@ -1,12 +1,15 @@
-"""Feature extraction: images/s through MobileNetV2, fed by kit's pipeline, by a naive loop, and by nothing.
+"""Feature extraction: images/s through MobileNetV2 on kit's engine, on Keras, fed by kit and by a naive loop.
 
     .venv/bin/python bench/run.py --only features      (runs `feature_section` in a worker process)
 
-- ceiling: the same forward pass on in-memory random batches (no input pipeline at all);
-- kit: `kit.features.features` (pixel cache + prefetched tf.data stream + predict_on_batch), once
-  with the pixel cache still to build (cold) and once with it built (warm: a second feature set,
-  e.g. the hflip view or another backbone, reads the same pixels);
-- naive: PIL decode and resize in a Python loop, then predict_on_batch, one batch after another.
+- ceiling (Keras): the forward pass through Keras' predict_on_batch on in-memory batches, no input
+  pipeline: what a plain Keras script gets at best;
+- ceiling (TFLite): the same batches through kit.engine's TFLite runner (what `train.feature_engine:
+  auto` picks on a CPU), with the largest difference between its features and Keras';
+- kit: `kit.features.features` (pixel cache + prefetched tf.data stream + the engine), once with the
+  pixel cache still to build and the engine still to convert (cold) and once with both done (warm:
+  a second feature set, e.g. the hflip view, reads the same pixels);
+- naive: PIL decode and resize in a Python loop, then Keras' predict_on_batch, one batch after another.
 """
 from __future__ import annotations
 
@@ -70,21 +73,25 @@ def kit_features(cfg, model, files: list[str], identity: dict) -> dict:
     return timing.rate(len(files))
 
 
-def extractor_startup(model, image_size: int, batch_size: int) -> float:
-    """Seconds a fresh feature extractor's first batch costs beyond a steady batch (kit builds one per call)."""
-    from kit import features
+def tflite_ceiling(runner, n: int, image_size: int, batch_size: int) -> dict:
+    """kit.engine's TFLite runner alone: `n` images in batches already in memory."""
+    batch = np.random.default_rng(1).uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
 
-    batch = np.zeros((batch_size, image_size, image_size, 3), np.float32)
-    fresh = features.feature_extractor(model)
-    _, first = timed(lambda: fresh.predict_on_batch(batch))
-    _, steady = timed(lambda: fresh.predict_on_batch(batch))
-    return max(0.0, first.seconds - steady.seconds)
+    def run() -> int:
+        done = 0
+        while done < n:
+            runner(batch)
+            done += batch_size
+        return done
+
+    done, timing = timed(run)
+    return timing.rate(done)
 
 
 def feature_section(files: list[str], work: str, image_size: int = 224, batch_size: int = 32,
                     weights: str = "none", repeats: int = 2) -> dict:
-    """Section 2: ceiling, kit (cold, then warm pixel cache) and naive, the warm ones taking turns."""
-    from kit import features
+    """Section 2: both ceilings, kit (cold, then warm) and naive, the warm ones taking turns."""
+    from kit import engine, features
     from kit.model import build_model, set_backbone_trainable
 
     cfg = model_config(str(Path(work) / "cache-features"), image_size, batch_size, weights)
@@ -92,14 +99,19 @@ def feature_section(files: list[str], work: str, image_size: int = 224, batch_si
     set_backbone_trainable(model, False)
     extractor = features.feature_extractor(model)
     identity = features.backbone_identity(model)
-    extractor.predict_on_batch(np.zeros((batch_size, image_size, image_size, 3), np.float32))  # build, warm up
-    cold = kit_features(cfg, model, files, identity)
-    passes = {"ceiling": [], "kit_warm": [], "naive": []}
+    probe = np.random.default_rng(2).uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
+    expected = extractor.predict_on_batch(probe)  # builds and warms up Keras' predict function
+    cold = kit_features(cfg, model, files, identity)  # converts the engine's copy: part of a cold pass
+    runner, convert = timed(lambda: engine.TFLiteRunner(engine.to_tflite(extractor), threads=engine._cores()))
+    passes = {"ceiling": [], "tflite_ceiling": [], "kit_warm": [], "naive": []}
     for _ in range(repeats):
         passes["ceiling"].append(ceiling(extractor, len(files), image_size, batch_size))
+        passes["tflite_ceiling"].append(tflite_ceiling(runner, len(files), image_size, batch_size))
         passes["kit_warm"].append(kit_features(cfg, model, files, identity))
         passes["naive"].append(naive(extractor, files, image_size, batch_size))
-    startup = [extractor_startup(model, image_size, batch_size) for _ in range(2)]
     return {"images": len(files), "image_size": image_size, "batch_size": batch_size, "weights": weights,
-            "repeats": repeats, "kit_cold": cold, "extractor_startup_seconds": min(startup),
+            "repeats": repeats, "engine": engine.engine_name(cfg), "kit_cold": cold,
+            "tflite_convert_seconds": convert.seconds,
+            "tflite_max_abs_diff": float(np.abs(runner(probe) - expected).max()),
+            "feature_scale": float(np.abs(expected).max()),
             **{name: best_of(rates) for name, rates in passes.items()}}

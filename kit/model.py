@@ -12,6 +12,7 @@ class) for two classes, else a softmax over the classes).
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -135,7 +136,11 @@ def _make_backbone(name: str, entry: Backbone, size: int, weights: str) -> keras
     elif weights != "imagenet" and not Path(weights).is_file():
         raise KitError(f"weights file {weights} not found (model.weights): give imagenet, none or an existing file")
     try:
-        backbone = entry.constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
+        with warnings.catch_warnings():
+            # MobileNets warn for sizes they have no own ImageNet file for; their 224 px weights are the
+            # intended ones (train.precompute_image_size=256 is chosen, measured, not an accident).
+            warnings.filterwarnings("ignore", message=".*will be loaded as the default")
+            backbone = entry.constructor(include_top=False, weights=weights, input_shape=(size, size, 3))
     except Exception as error:  # Keras raises bare Exception/ValueError for a failed download or bad file
         if weights == "imagenet" and "fetch failure" in str(error):
             raise KitError(f"cannot download ImageNet weights for {name} (offline?): put Keras' weight file in "

@@ -108,6 +108,16 @@ def model_image_size(model, run: Path) -> int:
     return size
 
 
+def at_run_size(cfg: Config, model, run: Path) -> Config:
+    """cfg with data.image_size set to the size the run's model takes, whatever the current config says."""
+    size = model_image_size(model, run)
+    if size == cfg.data.image_size:
+        return cfg
+    at_size = copy.deepcopy(cfg)
+    at_size.data.image_size = size
+    return at_size
+
+
 def class_table(probabilities: np.ndarray, n_classes: int) -> np.ndarray:
     """(n, classes) probabilities from predict_views' output: binary P(class 1) becomes [1 - p, p]."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -245,11 +255,10 @@ def run(cfg: Config, images: Sequence[str], run: str | None = None, top_k: int =
         raise KitError("no images given: name image files or folders, e.g. `python -m kit predict photo.jpg`")
     run_dir = find_named_run(cfg, run)
     model, classes = load_run(run_dir)
-    size = model_image_size(model, run_dir)
+    at_size = at_run_size(cfg, model, run_dir)  # the run's size, not the current config's
     views = list(cfg.submit.tta) if tta else ["original"]
-    print(f"predict: run {run_dir.name} ({len(classes)} classes), {size} px, views {', '.join(views)}")
-    at_size = copy.deepcopy(cfg)
-    at_size.data.image_size = size  # the run's size, not the current config's
+    print(f"predict: run {run_dir.name} ({len(classes)} classes), {at_size.data.image_size} px, "
+          f"views {', '.join(views)}")
     table, reasons = predict_entries(at_size, model, entries, views, len(classes))
     frame = results_frame(entries, reasons, table, classes)
     print(describe(frame, classes, min(top_k, len(classes))))

@@ -62,7 +62,8 @@ def run(cfg: Config) -> Path:
     if classes != index.classes:
         raise KitError(f"run {run.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
-    print(f"submit: run {run.name}, TTA views {cfg.submit.tta}, clip {cfg.submit.clip}")
+    cfg = predict.at_run_size(cfg, model, run)  # e.g. a precompute run at train.precompute_image_size
+    print(f"submit: run {run.name} at {cfg.data.image_size} px, TTA views {cfg.submit.tta}, clip {cfg.submit.clip}")
     from kit.features import is_precompute_run
 
     from_features = is_precompute_run(run)

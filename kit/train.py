@@ -208,6 +208,9 @@ def run(cfg: Config) -> Path:
     """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
     if cfg.train.head_epochs + cfg.train.finetune_epochs < 1 and not cfg.train.precompute:
         raise KitError("nothing to train: set train.head_epochs or train.finetune_epochs above 0")
+    from kit.features import precompute_config
+
+    cfg = precompute_config(cfg)  # a precompute run may work at its own image size (saved with the run)
     keras.utils.set_random_seed(cfg.data.seed)  # head init, shuffling, augmentation: a run can be repeated
     data.run(cfg)  # make sure the index is there and up to date (cheap when nothing changed)
     index = data.load_index(cfg)

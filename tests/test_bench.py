@@ -81,7 +81,9 @@ def test_pipeline_section_measures_every_variant(tiny_results):
 
 def test_feature_and_device_sections(tiny_results):
     f = tiny_results["features"]
-    assert all(f[k]["items"] >= 8 and f[k]["per_s"] > 0 for k in ("ceiling", "kit_cold", "kit_warm", "naive"))
+    assert all(f[k]["items"] >= 8 and f[k]["per_s"] > 0
+               for k in ("ceiling", "tflite_ceiling", "kit_cold", "kit_warm", "naive"))
+    assert f["engine"] == "tflite" and 0 <= f["tflite_max_abs_diff"] < 1e-3 * max(1.0, f["feature_scale"])
     step = tiny_results["device"]["runs"]["xla_off_float32"]
     assert step["policy"] == "float32" and step["jit_compile"] is False and step["images_per_s"] > 0
 

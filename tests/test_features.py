@@ -66,8 +66,10 @@ def test_features_are_cached_and_keyed_by_every_setting(tiny, monkeypatch):
     kernel.assign(kernel.numpy() * 1.01)  # other weights (e.g. after fine-tuning)
     features.features(tiny, model, paths, "train")
     os.utime(paths[0], ns=(1, 1))  # a changed image
-    features.features(tiny, model, paths, "train")
-    assert len(feature_files(tiny)) == 6
+    changed = features.features(tiny, model, paths, "train")
+    tiny.train.feature_engine = "keras"  # the other engine: its own file, the same numbers to float precision
+    np.testing.assert_allclose(features.features(tiny, model, paths, "train"), changed, atol=1e-5)
+    assert len(feature_files(tiny)) == 7
     assert not list((kit_paths.cache_dir(tiny) / "features").glob(".*"))  # no temporary leftovers
 
 
@@ -172,6 +174,12 @@ def test_bad_settings_are_clear_errors_and_write_nothing(tiny, monkeypatch):
     tiny.train.precompute_passes, tiny.augment.enabled = 1, False
     with pytest.raises(KitError, match="needs augmentation"):
         train_head(tiny, index, run)
+    tiny.train.precompute_passes, tiny.augment.enabled = 0, True
+    tiny.train.precompute_image_size = 8
+    with pytest.raises(KitError, match="precompute_image_size must be 0 .* or at least 32, got 8"):
+        features.precompute_config(tiny)
+    tiny.train.precompute_image_size = 0
+    assert features.precompute_config(tiny) is tiny  # 0: the config as it is
     assert not list(run.iterdir())  # refused before anything was written
     assert not (kit_paths.cache_dir(tiny) / "features").exists()  # nor computed
 

@@ -106,11 +106,17 @@ def test_run_folder_that_is_not_resumable_is_never_trained_over(tiny, files, mes
 @pytest.mark.slow
 def test_precompute_path_end_to_end_and_its_feature_cache(tiny, monkeypatch):
     tiny.train.precompute, tiny.train.head_precompute_epochs, tiny.train.head_lr = True, 30, 0.01
+    tiny.train.precompute_image_size = 48  # its own size; data.image_size stays 64
     run = train.run(tiny)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["precompute"] is True and (run / "best.keras").is_file()
     assert list(pd.read_csv(run / "metrics.csv")["stage"].unique()) == [1]
-    submit.run(tiny)
+    assert "image_size: 48" in (run / "config.yaml").read_text() and tiny.data.image_size == 64
+    model, _ = predict.load_run(run)
+    assert model.input_shape[1:3] == (48, 48)
+    submit.run(tiny)  # at the run's 48 px, though the config says 64
+    cached = sorted(p.name for p in (Path(tiny.paths.cache_dir) / "features").glob("*.npy"))
+    assert len(cached) == 5 and all("-48px-" in name for name in cached), cached  # train, val x 2, test x 2
     first = pd.read_csv(tiny.paths.submission)
     assert len(first) == 30 and first["label"].between(0.005, 0.995).all()
 
