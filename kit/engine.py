@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -25,6 +26,7 @@ import numpy as np
 
 from kit.config import Config
 from kit.errors import KitError
+from kit.fsutil import atomic_path
 
 ENGINES = ("auto", "tflite", "keras")
 TFLITE_BATCH = 8  # measured: 8-16 images per call beat 32 and 64 (cache-friendly), 1 costs call overhead
@@ -42,11 +44,24 @@ def engine_name(cfg: Config) -> str:
     return "keras" if accelerator() else "tflite"
 
 
-def feature_function(cfg: Config, extractor: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a float32 pixel batch to the extractor's outputs, on the configured engine."""
+def feature_function(cfg: Config, extractor: keras.Model, saved: Path | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a float32 pixel batch to the extractor's outputs, on the configured engine.
+
+    `saved`: where the TFLite copy is kept between processes (read if there, else converted and written);
+    its name must carry the weights' digest, since the copy holds the weights it was converted with.
+    """
     if engine_name(cfg) == "keras":
         return lambda batch: np.asarray(extractor.predict_on_batch(batch))
-    return TFLiteRunner(to_tflite(extractor), threads=_cores())
+    if saved is not None and saved.is_file():
+        try:
+            return TFLiteRunner(saved.read_bytes(), threads=_cores())
+        except (ValueError, RuntimeError):  # a damaged copy (the interpreter refuses it) is converted again
+            pass
+    flatbuffer = to_tflite(extractor)
+    if saved is not None:
+        with atomic_path(saved, suffix=".tflite") as tmp:
+            tmp.write_bytes(flatbuffer)
+    return TFLiteRunner(flatbuffer, threads=_cores())
 
 
 def to_tflite(model: keras.Model) -> bytes:

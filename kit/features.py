@@ -73,7 +73,9 @@ def forward_function(cfg: Config, model: keras.Model, identity: dict):
     runners = _FORWARD.setdefault(model, {})
     key = (engine.engine_name(cfg), identity["weights_sha256"])
     if key not in runners:
-        runners[key] = engine.feature_function(cfg, feature_extractor(model))
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        saved = kit_paths.cache_dir(cfg) / FEATURES_DIR / f"engine-{identity['model']}-{digest}.tflite"
+        runners[key] = engine.feature_function(cfg, feature_extractor(model), saved)
     return runners[key]
 
 
