@@ -30,12 +30,15 @@ def features(r: dict) -> Built:
     f.append(f"The TFLite interpreter (XNNPACK, float32) runs the frozen backbone {x(engine.ratio)} as fast as Keras "
              f"on the same batches ({x(engine.cpu_ratio)} per CPU-second); its features differ from Keras' by at most "
              f"{r['tflite_max_abs_diff']:.1e} (values up to {r['feature_scale']:.1f}). Converting took "
-             f"{r['tflite_convert_seconds']:.1f} s, once per process and weights.")
+             f"{r['tflite_convert_seconds']:.1f} s, once per backbone weights (the copy is kept under cache/features).")
     f.append(f"With the pixel cache built, kit runs at {x(warm.ratio)} of the Keras ceiling and {x(feeding.ratio)} of "
              f"its own engine's: feeding {'is hidden (target met)' if feeding.met else 'is NOT hidden (target missed)'}.")
+    convert_share = r["tflite_convert_seconds"] / max(1e-9, r["kit_cold"]["seconds"])
     f.append(f"On the first pass decoding and converting share the {r.get('nproc', 2)} cores with the model: kit runs "
              f"at {x(cold.ratio)} of the Keras ceiling and {x(naive_cold.ratio)} the naive loop "
-             f"({'faster' if naive_cold.met else 'NOT faster'}; {x(naive_cold.cpu_ratio)} per CPU-second).")
+             f"({'faster' if naive_cold.met else 'NOT faster'}; {x(naive_cold.cpu_ratio)} per CPU-second). Converting "
+             f"is {convert_share:.0%} of that pass's {r['kit_cold']['seconds']:.1f} s: a fixed cost that "
+             f"{r['images']:,} pictures do not pay back.")
     return built
 
 

@@ -5,12 +5,14 @@
 With the backbone frozen, every image's pooled backbone output (what the head's dropout and dense
 layers consume) never changes, so it is computed once and stored as a float32 .npy under
 `cache/features/`. The head then trains on those vectors in memory: an epoch over thousands of
-images takes a fraction of a second, and test-time views cost one cached array each.
+images takes a fraction of a second, and test-time views cost one cached array each. The forward
+passes run on `train.feature_engine` (kit/engine.py: TFLite on a CPU, ~3x Keras), and a precompute
+run works at `train.precompute_image_size` when that is set (`precompute_config`).
 
 A file is keyed by everything that determines its numbers: a SHA-256 of the backbone's weights
 (so ImageNet, a weights file or a fine-tuned run each get their own features, and a submission can
 never pair a head with another backbone's features), the model's architecture name, preprocessing
-and pooling, the image size, the image list (paths, sizes, mtimes: the pixel cache's own key), the
+and pooling, the engine, the image size, the image list (paths, sizes, mtimes: the pixel cache's own key), the
 test-time view, and for the augmented training passes the augmentation settings and the pass
 number. The key is written beside each file as .json. Change any of them and the features are
 recomputed; keep them and they are reused.
