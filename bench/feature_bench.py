@@ -102,7 +102,7 @@ def feature_section(files: list[str], work: str, image_size: int = 224, batch_si
     probe = np.random.default_rng(2).uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
     expected = extractor.predict_on_batch(probe)  # builds and warms up Keras' predict function
     cold = kit_features(cfg, model, files, identity)  # converts the engine's copy: part of a cold pass
-    runner, convert = timed(lambda: engine.TFLiteRunner(engine.to_tflite(extractor), threads=engine._cores()))
+    runner, convert = timed(lambda: engine.TFLiteRunner(engine.to_tflite(extractor), threads=engine.cpu_cores()))
     passes = {"ceiling": [], "tflite_ceiling": [], "kit_warm": [], "naive": []}
     for _ in range(repeats):
         passes["ceiling"].append(ceiling(extractor, len(files), image_size, batch_size))

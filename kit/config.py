@@ -7,6 +7,7 @@ the library versions and the git commit are saved beside every output (`save_pro
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import platform
@@ -216,6 +217,15 @@ def _coerce(dotted: str, value: object, kind: object, source: str) -> object:
             raise bad(f"a list of {item_kind.__name__}")
         return [_coerce(f"{dotted}[{i}]", v, item_kind, source) for i, v in enumerate(value)]
     raise TypeError(f"unsupported config type {kind} for {dotted}")
+
+
+def with_image_size(cfg: Config, size: int) -> Config:
+    """cfg itself when data.image_size is already `size`, else a deep copy with it set (the caller's cfg untouched)."""
+    if cfg.data.image_size == size:
+        return cfg
+    resized = copy.deepcopy(cfg)
+    resized.data.image_size = size
+    return resized
 
 
 def config_dict(cfg: Config) -> dict:

@@ -1,7 +1,7 @@
 """The frozen backbone's forward pass: through TFLite's XNNPACK kernels on a CPU, through Keras elsewhere.
 
-    from kit.engine import feature_function
-    extract = feature_function(cfg, extractor)   # float32 (n, H, W, 3) pixels -> (n, dim) features
+    from kit.engine import model_function
+    extract = model_function(cfg, extractor)   # float32 (n, H, W, 3) pixels -> (n, dim) features
 
 Precomputed features (kit/features.py) need nothing but the forward pass of a FROZEN model, which
 is what TFLite's interpreter is built for. On this project's 2-core CPU, MobileNetV2 at 224 px runs
@@ -12,7 +12,7 @@ model is traced once, its variables frozen into constants and the graph converte
 
 `train.feature_engine`: `auto` (TFLite without an accelerator, Keras with a GPU/TPU, since the
 interpreter runs on the CPU only), `tflite` or `keras`. The engine is part of the features' cache key.
-`model_function` does the same for a whole trained model when `submit` or `predict` has many images
+The same function runs a whole trained model when `submit` or `predict` has many images
 (kit.predict.ENGINE_MIN_IMAGES): a fine-tuned run's submission took 35-37 s instead of 72-79 s here,
 its validation log loss unchanged (0.0261) and no probability more than 6e-6 apart.
 """
@@ -49,48 +49,47 @@ def engine_name(cfg: Config) -> str:
     return "keras" if accelerator() else "tflite"
 
 
-def feature_function(cfg: Config, extractor: keras.Model, saved: Path | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function from a float32 pixel batch to the extractor's outputs, on the configured engine.
-
-    `saved`: where the TFLite copy is kept between processes (read if there, else converted and written);
-    its name must carry the weights' digest, since the copy holds the weights it was converted with.
-    """
-    if engine_name(cfg) == "keras":
-        return lambda batch: np.asarray(extractor.predict_on_batch(batch))
-    if saved is not None and saved.is_file():
-        try:
-            return TFLiteRunner(saved.read_bytes(), threads=_cores())
-        except (ValueError, RuntimeError):  # a damaged copy (the interpreter refuses it) is converted again
-            pass
-    flatbuffer = to_tflite(extractor)
-    if saved is not None:
-        with atomic_path(saved, suffix=".tflite") as tmp:
-            tmp.write_bytes(flatbuffer)
-    return TFLiteRunner(flatbuffer, threads=_cores())
+_COPIES: "weakref.WeakKeyDictionary[keras.Model, tuple[str, TFLiteRunner]]" = weakref.WeakKeyDictionary()
 
 
-_MODELS: "weakref.WeakKeyDictionary[keras.Model, tuple[str, TFLiteRunner]]" = weakref.WeakKeyDictionary()
+def model_function(cfg: Config, model: keras.Model, saved: Path | None = None,
+                   digest: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A model's forward pass (float32 pixels in) on the configured engine: a feature extractor or a whole run.
 
-
-def model_function(cfg: Config, model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
-    """A whole trained model's forward pass (pixels in, probabilities out) on the configured engine.
-
-    For `submit` and `predict`: the TFLite copy is converted once per model and reused while its weights
-    stay the same (a digest of them is checked on every call: ~15 ms for MobileNetV2).
+    The TFLite copy holds the weights it was converted with, so it is kept per model and `digest` of its
+    weights (weights_digest(model.weights) unless given: ~15 ms for MobileNetV2) and made again when they
+    change. `saved`: where the copy is kept between processes (read if there, else converted and written);
+    its name must carry the digest.
     """
     if engine_name(cfg) == "keras":
         return lambda batch: np.asarray(model.predict_on_batch(batch))
-    digest = weights_digest(model)
-    cached = _MODELS.get(model)
+    digest = digest or weights_digest(model.weights)
+    cached = _COPIES.get(model)
     if cached is None or cached[0] != digest:
-        _MODELS[model] = (digest, TFLiteRunner(to_tflite(model), threads=_cores()))
-    return _MODELS[model][1]
+        _COPIES[model] = (digest, _runner(model, saved))
+    return _COPIES[model][1]
 
 
-def weights_digest(model: keras.Model) -> str:
+def _runner(model: keras.Model, saved: Path | None) -> "TFLiteRunner":
+    if saved is not None and saved.is_file():
+        try:
+            return TFLiteRunner(saved.read_bytes(), threads=cpu_cores())
+        except (ValueError, RuntimeError):  # a damaged copy (the interpreter refuses it) is converted again
+            pass
+    flatbuffer = to_tflite(model)
+    if saved is not None:
+        with atomic_path(saved, suffix=".tflite") as tmp:
+            tmp.write_bytes(flatbuffer)
+    return TFLiteRunner(flatbuffer, threads=cpu_cores())
+
+
+def weights_digest(variables) -> str:
+    """SHA-256 of variables' paths, dtypes, shapes and values: what a converted copy or cached features depend on."""
     digest = hashlib.sha256()
-    for variable in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes())
+    for variable in variables:
+        value = keras.ops.convert_to_numpy(variable)
+        digest.update(f"{variable.path}:{value.dtype}:{value.shape}\n".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
 
 
@@ -146,5 +145,5 @@ class TFLiteRunner:
                                                             np.float32)
 
 
-def _cores() -> int:
+def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -28,7 +28,6 @@ prediction for submit from cached features.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import weakref
@@ -44,7 +43,7 @@ from kit import engine
 from kit import paths as kit_paths
 from kit import pipeline
 from kit.augment import build_augmenter
-from kit.config import Config
+from kit.config import Config, with_image_size
 from kit.errors import KitError
 from kit.fsutil import atomic_path, write_text_atomic
 
@@ -56,7 +55,6 @@ POOL_LAYER = "head_pool"
 # ---- the model's two halves -------------------------------------------------------------------------
 
 _EXTRACTORS: "weakref.WeakKeyDictionary[keras.Model, keras.Model]" = weakref.WeakKeyDictionary()
-_FORWARD: "weakref.WeakKeyDictionary[keras.Model, dict]" = weakref.WeakKeyDictionary()
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
@@ -70,15 +68,11 @@ def feature_extractor(model: keras.Model) -> keras.Model:
 
 
 def forward_function(cfg: Config, model: keras.Model, identity: dict):
-    """The extractor's forward pass on the configured engine (kit/engine.py), built once per model, engine
-    and weights: a TFLite copy holds the weights it was converted with, so new weights get a new copy."""
-    runners = _FORWARD.setdefault(model, {})
-    key = (engine.engine_name(cfg), identity["weights_sha256"])
-    if key not in runners:
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        saved = kit_paths.cache_dir(cfg) / FEATURES_DIR / f"engine-{identity['model']}-{digest}.tflite"
-        runners[key] = engine.feature_function(cfg, feature_extractor(model), saved)
-    return runners[key]
+    """The extractor's forward pass on the configured engine (kit/engine.py); its TFLite copy is kept on
+    disk under the backbone's identity, so the next process (submit, a new experiment) reads it."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    saved = kit_paths.cache_dir(cfg) / FEATURES_DIR / f"engine-{identity['model']}-{digest}.tflite"
+    return engine.model_function(cfg, feature_extractor(model), saved, identity["weights_sha256"])
 
 
 def head_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -109,28 +103,22 @@ def precompute_config(cfg: Config) -> Config:
     320 px 0.0374. Fine-tuning adapts the backbone to its size instead, so it keeps data.image_size.
     """
     size = cfg.train.precompute_image_size
-    if not cfg.train.precompute or not size or size == cfg.data.image_size:
+    if not cfg.train.precompute or not size:
         return cfg
     if size < 32:
         raise KitError(f"train.precompute_image_size must be 0 (use data.image_size) or at least 32, got {size}")
-    out = copy.deepcopy(cfg)
-    out.data.image_size = size
-    return out
+    return with_image_size(cfg, size)
 
 
 # ---- the cache key ----------------------------------------------------------------------------------
 
 def backbone_identity(model: keras.Model) -> dict:
     """What makes the feature extractor's numbers: architecture, preprocessing, pooling, weights' digest."""
-    digest = hashlib.sha256()
-    for variable in feature_extractor(model).weights:  # trainable and BatchNorm statistics alike
-        value = keras.ops.convert_to_numpy(variable)
-        digest.update(f"{variable.path}:{value.dtype}:{value.shape}\n".encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
+    digest = engine.weights_digest(feature_extractor(model).weights)  # trainable and BatchNorm statistics alike
     preprocess = model.get_layer("preprocess")
     return {"model": model.name, "input_shape": list(model.inputs[0].shape[1:]),
             "preprocess": [type(preprocess).__name__, _plain(preprocess.get_config(), drop=("name", "trainable"))],
-            "pooling": type(model.get_layer(POOL_LAYER)).__name__, "weights_sha256": digest.hexdigest()}
+            "pooling": type(model.get_layer(POOL_LAYER)).__name__, "weights_sha256": digest}
 
 
 def _plain(config: dict, drop=()) -> dict:
@@ -165,11 +153,12 @@ def features(cfg: Config, model: keras.Model, paths: Sequence[str], name: str, v
     if size != (cfg.data.image_size,) * 2:
         raise KitError(f"the model takes {size[0]}px images but data.image_size is {cfg.data.image_size}: "
                        f"set data.image_size={size[0]}")
-    key = feature_key(cfg, identity or backbone_identity(model), paths, view, augment_pass)
+    identity = identity or backbone_identity(model)
+    key = feature_key(cfg, identity, paths, view, augment_pass)
     final = feature_file(cfg, key, name)
     if final.exists():
         return np.load(final)
-    out = _compute(cfg, model, paths, name, view, augment_pass, key)
+    out = _compute(cfg, model, paths, name, view, augment_pass, identity)
     write_text_atomic(final.with_suffix(".json"), json.dumps(key, indent=2) + "\n")
     with atomic_path(final, suffix=".npy") as tmp:  # an interrupted run never leaves a partial file
         np.save(tmp, out)

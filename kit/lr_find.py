@@ -256,7 +256,6 @@ def _model(cfg: Config, run: str | None, classes: list[str]) -> tuple[keras.Mode
 def run(cfg: Config, run: str | None = None) -> Path:
     """Run the range test for cfg.lr_find.stage; print the suggestion; return the PNG's path."""
     from kit import data
-
     from kit.features import precompute_config
 
     s = cfg.lr_find

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from kit import paths as kit_paths
-from kit.config import Config
+from kit.config import Config, with_image_size
 from kit.errors import KitError
 from kit.fsutil import atomic_path
 from kit.index import IMAGE_EXTENSIONS
@@ -115,12 +115,7 @@ def model_image_size(model, run: Path) -> int:
 
 def at_run_size(cfg: Config, model, run: Path) -> Config:
     """cfg with data.image_size set to the size the run's model takes, whatever the current config says."""
-    size = model_image_size(model, run)
-    if size == cfg.data.image_size:
-        return cfg
-    at_size = copy.deepcopy(cfg)
-    at_size.data.image_size = size
-    return at_size
+    return with_image_size(cfg, model_image_size(model, run))
 
 
 def class_table(probabilities: np.ndarray, n_classes: int) -> np.ndarray:

@@ -44,11 +44,13 @@ def test_the_converted_copy_is_kept_between_processes_and_a_damaged_one_replaced
                                                                                  monkeypatch):
     saved = tmp_path / "engine-x.tflite"
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
-    first = engine.feature_function(cfg, extractor, saved)(images)
+    first = engine.model_function(cfg, extractor, saved)(images)
     assert saved.is_file() and saved.stat().st_size > 0 and not list(tmp_path.glob(".*"))
+    engine._COPIES.clear()  # as in a new process: only the file is left
     monkeypatch.setattr(engine, "to_tflite", lambda model: pytest.fail("converted again"))
-    np.testing.assert_array_equal(engine.feature_function(cfg, extractor, saved)(images), first)  # read back
+    np.testing.assert_array_equal(engine.model_function(cfg, extractor, saved)(images), first)  # read back
     monkeypatch.undo()
     saved.write_bytes(b"not a flatbuffer")
-    np.testing.assert_array_equal(engine.feature_function(cfg, extractor, saved)(images), first)
+    engine._COPIES.clear()
+    np.testing.assert_array_equal(engine.model_function(cfg, extractor, saved)(images), first)
     assert saved.stat().st_size > 1000  # replaced by a good copy

@@ -117,6 +117,8 @@ def test_precompute_path_end_to_end_and_its_feature_cache(tiny, monkeypatch):
     submit.run(tiny)  # at the run's 48 px, though the config says 64
     cached = sorted(p.name for p in (Path(tiny.paths.cache_dir) / "features").glob("*.npy"))
     assert len(cached) == 5 and all("-48px-" in name for name in cached), cached  # train, val x 2, test x 2
+    # one converted backbone, written by train and read by submit (not one per feature set)
+    assert len(list((Path(tiny.paths.cache_dir) / "features").glob("engine-*.tflite"))) == 1
     first = pd.read_csv(tiny.paths.submission)
     assert len(first) == 30 and first["label"].between(0.005, 0.995).all()
 
