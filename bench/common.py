@@ -59,7 +59,7 @@ def load() -> list[float]:
 
 
 def machine() -> dict:
-    from kit.config import library_versions
+    from kit.provenance import library_versions
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "nproc": nproc(), "memory_gb": memory_gb(),
             "os": f"{platform.system()} {platform.release()}", "versions": library_versions()}

@@ -3,9 +3,9 @@
     .venv/bin/python bench/run.py --only device      (one worker process per setting: the dtype
                                                       policy is global and XLA caches compiled code)
 
-The step is kit's own: `kit.model.build_model`, the backbone unfrozen with BatchNorm frozen, compiled
-by `kit.train.compile_model` (which asks `kit.device.jit_compile`), the dtype policy set by
-`kit.device.apply_mixed_precision` — so these rows measure exactly what `train.jit_compile` and
+The step is kit's own: `kit.model.backbones.build_model`, the backbone unfrozen with BatchNorm frozen, compiled
+by `kit.train.recipe.compile_model` (which asks `kit.model.device.jit_compile`), the dtype policy set by
+`kit.model.device.apply_mixed_precision` — so these rows measure exactly what `train.jit_compile` and
 `train.mixed_precision` switch.
 """
 from __future__ import annotations
@@ -20,14 +20,13 @@ def train_step(jit_compile: str, mixed_precision: str, image_size: int = 224, ba
     """First step (tracing/compiling) timed apart, then steps until `max_steps` or `budget_seconds` (min 1)."""
     import keras
 
-    from kit import device
+    from kit.model import device
     from kit.config import load_config
-    from kit.model import build_model, set_backbone_trainable
-    from kit.train import compile_model
+    from kit.model.backbones import build_model, set_backbone_trainable
+    from kit.train.recipe import compile_model
 
-    cfg = load_config(None, ["model.weights=none", f"data.image_size={image_size}"])
-    # set directly: `--set train.jit_compile=false` is read by YAML as a bool and refused (see BENCHMARKS.md)
-    cfg.train.jit_compile, cfg.train.mixed_precision = jit_compile, mixed_precision
+    cfg = load_config(None, ["model.weights=none", f"data.image_size={image_size}",
+                             f"train.jit_compile={jit_compile}", f"train.mixed_precision={mixed_precision}"])
     policy = device.apply_mixed_precision(cfg)
     model = build_model(cfg, 2)
     set_backbone_trainable(model, True, freeze_batchnorm=True)

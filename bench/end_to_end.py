@@ -82,7 +82,7 @@ def reference_path(competition_zip: Path, split: Path, work: Path, keras_home: s
 
 def score(val_predictions: Path) -> dict:
     """Clipped log loss and accuracy of a val_predictions.csv (path, label, prob), keyed by train/<file>."""
-    from kit.submission import log_loss
+    from kit.model.metrics import log_loss
 
     frame = pd.read_csv(val_predictions)
     keys = sorted("train/" + Path(p).name for p in frame["path"])
@@ -129,7 +129,7 @@ def attempt(fn, *args) -> dict:
 def run_all(competition_zip: Path, work: Path, keras_home: str, finetune: bool, timeout: float = 2400) -> dict:
     """Kit precompute path, the reference on kit's split, then (optionally) kit's default fine-tune path."""
     results = {"precompute": attempt(kit_path, "kit-precompute", competition_zip, work, keras_home,
-                                     ["train.precompute=true"], timeout)}
+                                     ["train.finetune_epochs=0"], timeout)}
     split = split_file(work / "kit-precompute")  # written by the data stage, even if training failed later
     results["reference"] = attempt(reference_path, competition_zip, split, work, keras_home, timeout)
     if finetune:

@@ -4,9 +4,9 @@
 
 - ceiling (Keras): the forward pass through Keras' predict_on_batch on in-memory batches, no input
   pipeline: what a plain Keras script gets at best;
-- ceiling (TFLite): the same batches through kit.engine's TFLite runner (what `train.feature_engine:
+- ceiling (TFLite): the same batches through kit.model.engine's TFLite runner (what `train.feature_engine:
   auto` picks on a CPU), with the largest difference between its features and Keras';
-- kit: `kit.features.features` (pixel cache + prefetched tf.data stream + the engine), once with the
+- kit: `kit.model.features.features` (pixel cache + prefetched tf.data stream + the engine), once with the
   pixel cache still to build and the engine still to convert (cold) and once with both done (warm:
   a second feature set, e.g. the hflip view, reads the same pixels);
 - naive: PIL decode and resize in a Python loop, then Keras' predict_on_batch, one batch after another.
@@ -65,7 +65,7 @@ def naive(extractor, files: list[str], image_size: int, batch_size: int) -> dict
 
 def kit_features(cfg, model, files: list[str], identity: dict) -> dict:
     """kit.features.features with the feature cache emptied first (the pixel cache is kept)."""
-    from kit import features
+    from kit.model import features
 
     shutil.rmtree(Path(cfg.paths.cache_dir) / features.FEATURES_DIR, ignore_errors=True)
     out, timing = timed(lambda: features.features(cfg, model, files, "bench", identity=identity))
@@ -74,7 +74,7 @@ def kit_features(cfg, model, files: list[str], identity: dict) -> dict:
 
 
 def tflite_ceiling(runner, n: int, image_size: int, batch_size: int) -> dict:
-    """kit.engine's TFLite runner alone: `n` images in batches already in memory."""
+    """kit.model.engine's TFLite runner alone: `n` images in batches already in memory."""
     batch = np.random.default_rng(1).uniform(0, 255, (batch_size, image_size, image_size, 3)).astype(np.float32)
 
     def run() -> int:
@@ -91,8 +91,9 @@ def tflite_ceiling(runner, n: int, image_size: int, batch_size: int) -> dict:
 def feature_section(files: list[str], work: str, image_size: int = 224, batch_size: int = 32,
                     weights: str = "none", repeats: int = 2) -> dict:
     """Section 2: both ceilings, kit (cold, then warm) and naive, the warm ones taking turns."""
-    from kit import engine, features
-    from kit.model import build_model, set_backbone_trainable
+    from kit.model import engine
+    from kit.model import features
+    from kit.model.backbones import build_model, set_backbone_trainable
 
     cfg = model_config(str(Path(work) / "cache-features"), image_size, batch_size, weights)
     model = build_model(cfg, 2)

@@ -73,8 +73,8 @@ def round_robin(streams: dict, repeats: int) -> dict:
 def pipeline_section(files: list[str], class_dir: str, work: str, image_size: int = 224, batch_size: int = 32,
                      repeats: int = 3, seed: int = 42) -> dict:
     """Section 1: first epoch (cache build), cached epochs, decode-only, both augmentation engines."""
-    from kit import pipeline
-    from kit.augment import build_augmenter
+    from kit.data import pipeline
+    from kit.data.augment import build_augmenter
 
     cfg = kit_config(str(Path(work) / "cache-pipeline"), image_size, batch_size)
     cfg_cv = kit_config(cfg.paths.cache_dir, image_size, batch_size, engine="keras_cv")
@@ -102,7 +102,7 @@ def augmentation_parts(cfg, batch_size: int, batches: int = 8) -> dict:
     """Each part of the augmentation alone on an in-memory batch: where an augmented epoch's time goes."""
     import tensorflow as tf
 
-    from kit.augment import build_augmenter
+    from kit.data.augment import build_augmenter
 
     size, a = cfg.data.image_size, cfg.augment
     x = tf.random.uniform([batch_size, size, size, 3], 0, 255, seed=2)
@@ -130,7 +130,7 @@ def _warp(images, interpolation: str, degrees: float = 10.0, zoom: float = 1.1):
     """kit's fused warp (same random transforms) done by TF's ImageProjectiveTransformV3 kernel: a comparison."""
     import tensorflow as tf
 
-    from kit.augment import random_affine_transforms
+    from kit.data.augment import random_affine_transforms
 
     transforms = random_affine_transforms(tf.shape(images), True, degrees, zoom)
     transforms = tf.pad(transforms, [[0, 0], [0, 2]])  # the kernel's 8 parameters: no projective part
@@ -155,7 +155,7 @@ def _flip_zoom_crop(images, zoom: float = 1.1):
 def cache_mode(files: list[str], work: str, mode: str, image_size: int = 224, batch_size: int = 32,
                epochs: int = 2) -> dict:
     """One `data.cache` setting in a fresh process: cache build, then `epochs` augmented epochs."""
-    from kit import pipeline
+    from kit.data import pipeline
 
     cfg = kit_config(str(Path(work) / f"cache-{mode}"), image_size, batch_size, cache=mode)
     labels = labels_of(files)
@@ -170,7 +170,7 @@ def parallelism(files: list[str], work: str, image_size: int = 224, batch_size: 
     """tf.data parallelism and prefetch depth: AUTOTUNE (kit) against fixed values, decode and augment."""
     import tensorflow as tf
 
-    from kit import pipeline
+    from kit.data import pipeline
 
     cfg = kit_config(str(Path(work) / "cache-parallelism"), image_size, batch_size)
     labels = labels_of(files)
@@ -180,7 +180,7 @@ def parallelism(files: list[str], work: str, image_size: int = 224, batch_size: 
     try:
         for _ in range(repeats):
             for setting in settings:
-                # kit.pipeline reads AUTOTUNE at call time for every map and prefetch it builds
+                # kit.data.pipeline reads AUTOTUNE at call time for every map and prefetch it builds
                 pipeline.AUTOTUNE = tf.data.AUTOTUNE if setting == "autotune" else int(setting)
                 decode = pipeline.decoded_stream(files, image_size, batch_size)
                 stream = pipeline.training_stream(cfg, images, labels, files)

@@ -34,15 +34,18 @@ def phase(fn) -> tuple[object, dict]:
 def scale_once(n: int, data_dir: str, work: str, image_size: int = 224, batch_size: int = 32,
                weights: str = "none") -> dict:
     """Index, cache and features for the n-image competition under `data_dir`; each phase timed and sampled."""
-    from kit import data, features, pipeline
+    from kit.data import index as data
+    from kit.data.dataset import load_index
+    from kit.model import features
+    from kit.data import pipeline
     from kit.config import load_config
-    from kit.model import build_model, set_backbone_trainable
+    from kit.model.backbones import build_model, set_backbone_trainable
 
     cfg = load_config(None, [f"paths.data_dir={data_dir}", f"paths.cache_dir={Path(work) / f'cache-{n}'}",
                              f"data.image_size={image_size}", f"data.batch_size={batch_size}", "data.cache=disk",
                              f"model.weights={weights}", f"competition.kaggle_input={Path(work) / 'no-input'}"])
     phases = {}
-    index, phases["index"] = phase(lambda: (data.run(cfg), data.load_index(cfg))[1])
+    index, phases["index"] = phase(lambda: (data.run(cfg), load_index(cfg))[1])
     sets = {"train": list(index.train["path"]), "val": list(index.val["path"])}
     _, phases["cache"] = phase(lambda: [pipeline.load_images(cfg, paths, name) for name, paths in sets.items()])
     model = build_model(cfg, 2)

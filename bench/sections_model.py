@@ -22,7 +22,7 @@ def features(r: dict) -> Built:
     naive_cold = compare("kit, cold vs a naive PIL loop + Keras predict_on_batch", r["kit_cold"], r["naive"],
                          "> 1x", 1.0)
     built = Built(intro=[f"{r['images']:,} pictures, MobileNetV2 at {r['image_size']} px (weights: {r['weights']}), "
-                         f"batch {r['batch_size']}, through `kit.features.features` (feature cache emptied before "
+                         f"batch {r['batch_size']}, through `kit.model.features.features` (feature cache emptied before "
                          "each pass); baselines in the same process, taking turns with kit."])
     built.tables.append(("", ["measure", "kit", "baseline", "ratio", "ratio (CPU time)", "target", "met?"],
                          [engine, warm, feeding, cold, naive_cold]))
@@ -71,7 +71,7 @@ def device(r: dict) -> Built:
     small = (f" (not training's 32: the slowest setting must finish a few steps within the bench's time limit)"
              if r["batch_size"] < 32 else "")
     built = Built(intro=[f"One MobileNetV2 fine-tuning step (backbone unfrozen, BatchNorm frozen, Adam) on batches of "
-                         f"{r['batch_size']}{small} at {r['image_size']} px, compiled by `kit.train.compile_model`; "
+                         f"{r['batch_size']}{small} at {r['image_size']} px, compiled by `kit.train.recipe.compile_model`; "
                          "each setting in its own process. kit = the `auto` choice on a CPU (XLA off, float32)."])
     built.tables.append(("", ["measure", "kit (auto)", "alternative", "ratio", "ratio (CPU time)", "target", "met?"],
                          rows))
@@ -89,7 +89,7 @@ def _interval(d: dict | None) -> str:
     return "—" if not d else f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
 
 
-E2E_PATHS = {"reference": "reference script (bench/reference.py)", "precompute": "kit, `train.precompute=true`",
+E2E_PATHS = {"reference": "reference script (bench/reference.py)", "precompute": "kit, `train.finetune_epochs=0` (head only on features)",
              "finetune": "kit, default fine-tune (configs/dogs-vs-cats-redux.yaml)"}
 
 

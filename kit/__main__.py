@@ -7,8 +7,9 @@
     python -m kit upload   --config configs/dogs-vs-cats-redux.yaml
     python -m kit demo
 
-Each stage is a plain function `run(config) -> path` in its own module; this file only parses
-arguments, loads the config and turns a KitError into one line on stderr and exit status 2.
+Each stage is a plain function `run(config) -> path` in its own module, and no stage calls another:
+this file parses arguments, loads (and so checks) the config, runs the data stage before the stages that
+read the index (`BEFORE`), and turns a KitError into one line on stderr and exit status 2.
 """
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 
 STAGES = {
     # name: (module, help)
-    "download": ("kit.download", "fetch the competition (Kaggle API, --from PATH, or /kaggle/input), extract, verify"),
-    "data": ("kit.data", "index and check every image, split train/validation once (seeded, stratified)"),
-    "train": ("kit.train", "fine-tune: head first, then layer-group learning rates under SGDR; keep the best epoch"),
-    "submit": ("kit.submit", "predict every test id with TTA, check, write submissions/ and submission.csv"),
-    "upload": ("kit.upload", "submit submission.csv to Kaggle with the run, validation score and commit"),
-    "predict": ("kit.predict", "top-k classes of single images or a folder with a trained run"),
-    "export": ("kit.export", "the trained model as .keras, SavedModel and TFLite, raw RGB in, labels baked in"),
-    "lr-find": ("kit.lr_find", "learning-rate range test: loss against rate (PNG) and a suggested rate"),
-    "report": ("kit.report", "plots and report.html for a run"),
+    "download": ("kit.data.download", "fetch the competition (Kaggle API, --from PATH, or /kaggle/input), extract, verify"),
+    "data": ("kit.data.index", "index and check every image, split train/validation once (seeded, stratified)"),
+    "train": ("kit.train.fit", "fine-tune: head first, then layer-group learning rates under SGDR; keep the best epoch"),
+    "submit": ("kit.submit.submit", "predict every test id with TTA, check, write submissions/ and submission.csv"),
+    "upload": ("kit.submit.upload", "submit submission.csv to Kaggle with the run, validation score and commit"),
+    "predict": ("kit.submit.predict", "top-k classes of single images or a folder with a trained run"),
+    "export": ("kit.submit.export", "the trained model as .keras, SavedModel and TFLite, raw RGB in, labels baked in"),
+    "lr-find": ("kit.train.lr_find", "learning-rate range test: loss against rate (PNG) and a suggested rate"),
+    "report": ("kit.report.report", "plots and report.html for a run"),
     "demo": ("kit.demo", "the whole chain offline on a generated synthetic competition"),
 }
 
@@ -40,15 +41,33 @@ ARGUMENTS = {
     "upload": [(["--file"], dict(default=None, help="the CSV to submit (default: paths.submission)")),
                (["--message"], dict(default=None, help="the submission's description on Kaggle"))],
     "predict": [(["images"], dict(nargs="+", metavar="IMAGE", help="image files or folders")),
-                (["--run"], dict(default=None, help="run folder or name (default: the newest)")),
+                (["--run"], dict(dest="run_name", default=None, help="run folder or name (default: the newest)")),
                 (["--top-k"], dict(dest="top_k", type=int, default=3, help="classes shown per image")),
                 (["--tta"], dict(action="store_true", help="average the submit.tta views")),
-                (["--csv"], dict(default=None, metavar="PATH", help="also write the predictions to this CSV"))],
-    "export": [(["--run"], dict(default=None, help="run folder or name (default: the newest)")),
+                (["--csv"], dict(default=None, metavar="PATH",
+                                 help="write the predictions to this CSV (default: <run>/predictions/predict-<time>.csv)"))],
+    "export": [(["--run"], dict(dest="run_name", default=None, help="run folder or name (default: the newest)")),
                (["--out"], dict(default=None, help="output folder (default: <run>/export)"))],
-    "lr-find": [(["--run"], dict(default=None, help="start from this run's model (finetune stage)"))],
-    "report": [(["--run"], dict(default=None, help="run folder or name (default: the newest)"))],
+    "lr-find": [(["--run"], dict(dest="run_name", default=None, help="start from this run's model (finetune stage)"))],
+    "report": [(["--run"], dict(dest="run_name", default=None, help="run folder or name (default: the newest)"))],
 }
+
+
+# Stages that read the index: "always" re-indexes first (cheap when nothing changed: image checks are cached,
+# and new or changed images are picked up), "stale" only when the index is missing or was built for another
+# layout, class list or split.
+BEFORE = {"train": "always", "lr-find": "always", "submit": "stale"}
+
+
+def run_data_stage_first(stage: str, cfg) -> None:
+    """The data stage, when `stage` reads the index and BEFORE says it must be fresh."""
+    when = BEFORE.get(stage)
+    if when is None:
+        return
+    from kit.data import dataset, index
+
+    if when == "always" or not dataset.is_current(cfg):
+        index.run(cfg)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = load_config(args.config, parse_overrides(args.overrides))
+        run_data_stage_first(args.stage, cfg)
         module = importlib.import_module(STAGES[args.stage][0])
         extra = {k: v for k, v in vars(args).items() if k not in ("stage", "config", "overrides")}
         if args.stage == "upload":

@@ -1,125 +1,141 @@
-"""Typed configuration: defaults in code, a YAML file over them, `--set key=value` over that.
+"""Typed configuration, checked for meaning at load: defaults in code, a YAML file over them, `--set` over that.
 
     python -m kit train --config configs/dogs-vs-cats-redux.yaml --set data.image_size=160
 
-An unknown key or a value of the wrong type is a KitError naming the key. The resolved config,
-the library versions and the git commit are saved beside every output (`save_provenance`).
+Each key is a dataclass field whose type says what it may hold (`Literal[...]` for a choice, `Auto` for
+true/false/auto) and whose metadata says its range (`setting(224, min=32)`) and whether changing it
+keeps an unfinished run resumable (`resume=False`: it does not change what training computes). Every
+failure is one KitError line naming the key, the value and what is allowed, before any image is read.
+Keys that were renamed get a line saying what replaced them (`REPLACED`). A run saved before a key was
+added is compared as if it had the key's default (`saved_config`, `changed_for_resume`).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import platform
-import subprocess
 import typing
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
+from typing import Literal, Union
 
 import yaml
 
+from kit.config_values import coerce
 from kit.errors import KitError
-from kit.fsutil import write_text_atomic
+
+Auto = Union[bool, Literal["auto"]]  # YAML true/false/on/off/yes/no, or auto: decided by the device
+VIEWS = Literal["original", "hflip", "zoom", "zoom_hflip"]  # kit/data/augment.py's TTA_VIEWS
+BACKBONE_NAMES = Literal["mobilenet_v2", "mobilenet", "mobilenet_075", "efficientnet_b0", "efficientnetv2_b0",
+                         "resnet50", "inception_v3", "xception", "convnext_tiny", "small_cnn"]  # kit/model/backbones.py
+EXPORT_FORMATS = Literal["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic"]
+
+
+def setting(default, *, min=None, max=None, above=None, below=None, resume: bool = True, nonempty: bool = False):
+    """A config field: `min`/`max` inclusive bounds, `above`/`below` exclusive ones (numbers and list items);
+    `resume=False` for keys that do not change what training computes; `nonempty` for lists and strings."""
+    meta = {k: v for k, v in dict(min=min, max=max, above=above, below=below).items() if v is not None}
+    meta.update(resume=resume, nonempty=nonempty)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class PathsConfig:
-    data_dir: str = "data"  # downloads, extracted raw data, the index (raw data is never modified)
-    cache_dir: str = "cache"  # resized-image caches, keyed by the settings that made them
-    runs_dir: str = "runs"  # one folder per training run
-    submissions_dir: str = "submissions"  # every submission written, named <run>-<timestamp>.csv
-    submission: str = "submission.csv"  # the latest checked submission, what `make upload` sends
+    data_dir: str = setting("data", resume=False)  # downloads, extracted raw data, the index (never modified)
+    cache_dir: str = setting("cache", resume=False)  # resized-image and feature caches, keyed by their settings
+    runs_dir: str = setting("runs", resume=False)  # one folder per training run
+    submissions_dir: str = setting("submissions", resume=False)  # every submission, <run>-<timestamp>.csv
+    submission: str = setting("submission.csv", resume=False)  # the latest checked submission (`make upload`)
 
 
 @dataclass
 class CompetitionConfig:
-    slug: str = "dogs-vs-cats-redux-kernels-edition"  # Kaggle slug, or a name for your own dataset
-    layout: str = "kaggle-flat"  # kaggle-flat: train/cat.N.jpg; folder: one sub-folder per class
-    folder: str = ""  # layout=folder: the folder holding one sub-folder per class
-    classes: list[str] = field(default_factory=lambda: ["cat", "dog"])  # kaggle-flat; last = positive
-    kaggle_input: str = "/kaggle/input"  # inside a Kaggle Notebook the data is mounted here
+    slug: str = setting("dogs-vs-cats-redux-kernels-edition", nonempty=True)  # Kaggle slug, or your dataset's name
+    layout: Literal["kaggle-flat", "folder"] = setting("kaggle-flat")  # train/cat.N.jpg | a sub-folder per class
+    folder: str = setting("")  # layout=folder: the folder holding one sub-folder per class
+    classes: list[str] = setting(["cat", "dog"], nonempty=True)  # kaggle-flat; the last = the positive label
+    kaggle_input: str = setting("/kaggle/input", resume=False)  # where a Kaggle Notebook mounts the data
 
 
 @dataclass
 class DataConfig:
-    image_size: int = 224
-    val_fraction: float = 0.2
-    seed: int = 42
-    batch_size: int = 32
-    cache: str = "disk"  # disk | memory | none: where resized images are kept between epochs
-    limit_per_class: int = 0  # use at most this many training images per class (0 = all)
-    workers: int = 0  # processes for checking images (0 = all cores)
+    image_size: int = setting(224, min=8, max=2048)
+    val_fraction: float = setting(0.2, min=0.0, below=1.0)
+    seed: int = setting(42, min=0)
+    batch_size: int = setting(32, min=1, max=65536)
+    cache: Literal["disk", "memory", "none"] = setting("disk", resume=False)  # where resized images wait (same pixels)
+    limit_per_class: int = setting(0, min=0)  # at most this many training images per class (0 = all)
+    workers: int = setting(0, min=0, resume=False)  # processes for checking images (0 = all cores)
 
 
 @dataclass
 class AugmentConfig:
-    enabled: bool = True
-    engine: str = "fused"  # fused: flip+rotation+zoom in one XLA-compiled warp (several x faster) | keras_cv: layer chain
-    flip: bool = True  # side-on photos: a horizontal flip is still a cat
-    rotation_degrees: float = 10.0
-    zoom: float = 1.1  # zoom in up to this factor
-    brightness: float = 0.1  # fraction of the value range
-    contrast: float = 0.1
+    enabled: bool = setting(True)
+    engine: Literal["fused", "keras_cv"] = setting("fused")  # fused: flip+rotation+zoom in one warp
+    flip: bool = setting(True)  # side-on photos: a horizontal flip is still a cat
+    rotation_degrees: float = setting(10.0, min=0.0, max=180.0)
+    zoom: float = setting(1.1, min=1.0, max=4.0)  # zoom in up to this factor
+    brightness: float = setting(0.1, min=0.0, max=1.0)  # fraction of the value range
+    contrast: float = setting(0.1, min=0.0, max=1.0)
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "mobilenet_v2"
-    weights: str = "imagenet"  # imagenet | none | path to a weights file
-    pooling: str = "avg"
-    dropout: float = 0.2
-    dense_units: int = 0  # a hidden layer in the head (0 = none)
-    freeze_batchnorm: bool = True  # keep the backbone's BatchNorm in inference mode when unfrozen
+    backbone: BACKBONE_NAMES = setting("mobilenet_v2")
+    weights: str = setting("imagenet", nonempty=True)  # imagenet | none | path to a weights file
+    pooling: Literal["avg", "max"] = setting("avg")
+    dropout: float = setting(0.2, min=0.0, below=1.0)
+    dense_units: int = setting(0, min=0)  # a hidden layer in the head (0 = none)
+    freeze_batchnorm: bool = setting(True)  # keep the backbone's BatchNorm in inference mode when unfrozen
 
 
 @dataclass
 class TrainConfig:
-    run_name: str = ""  # empty: <config name>-<timestamp>
-    resume: bool = True  # continue the newest unfinished run of this config (same config only)
-    head_epochs: int = 2  # stage 1: backbone frozen
-    head_on_features: bool = False  # stage 1 on cached features instead (head_precompute_epochs, no augmentation)
-    head_lr: float = 1e-3
-    finetune_epochs: int = 3  # stage 2: backbone unfrozen, layer-group learning rates, SGDR
-    lr: float = 1e-3  # the top group's rate in stage 2
-    group_lr_ratios: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])  # first..last
-    cycle_epochs: float = 1.0  # SGDR: length of the first cycle
-    cycle_mult: float = 2.0  # SGDR: each cycle this many times longer than the last
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    jit_compile: str = "auto"  # auto: on for a GPU/TPU, off on a CPU (XLA made MobileNetV2 ~10x slower here)
-    mixed_precision: str = "auto"  # auto: mixed_float16 on a GPU, float32 on a CPU (no gain there)
-    precompute: bool = False  # head only, on cached backbone features (fast.ai's precompute=True)
-    precompute_passes: int = 0  # extra augmented passes over the training set, cached as features too
-    head_precompute_epochs: int = 20  # epochs of the head on cached features (each well under a second)
-    precompute_image_size: int = 0  # a precompute run's image size (0: data.image_size); see kit/features.py
-    feature_engine: str = "auto"  # cached features and big predictions: auto (TFLite on a CPU, ~2.6x Keras), tflite, keras
+    run_name: str = setting("", resume=False)  # empty: <config name>-<timestamp>
+    resume: bool = setting(True, resume=False)  # continue the newest unfinished run of this config
+    head: Literal["images", "features"] = setting("images")  # stage 1 on augmented images or on cached features
+    head_epochs: int = setting(2, min=0)  # stage 1, backbone frozen (0 = none)
+    head_lr: float = setting(1e-3, above=0.0)
+    finetune_epochs: int = setting(3, min=0)  # stage 2, backbone unfrozen (0 = a head-only run)
+    lr: float = setting(1e-3, above=0.0)  # the top group's rate in stage 2
+    group_lr_ratios: list[float] = setting([0.01, 0.1, 1.0], min=0.0, nonempty=True)  # lowest group .. head
+    cycle_epochs: float = setting(1.0, above=0.0)  # SGDR: length of the first cycle
+    cycle_mult: float = setting(2.0, above=0.0)  # SGDR: each cycle this many times longer than the last
+    warmup_epochs: float = setting(0.0, min=0.0)
+    weight_decay: float = setting(0.0, min=0.0)
+    label_smoothing: float = setting(0.0, min=0.0, below=1.0)
+    jit_compile: Auto = setting("auto", resume=False)  # auto: on with a GPU/TPU, off on a CPU (BENCHMARKS.md, 3)
+    mixed_precision: Auto = setting("auto")  # auto: mixed_float16 on a GPU, float32 elsewhere
+    feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
+    feature_image_size: int = setting(0, min=0, max=2048)  # a head-only run's image size (0 = data.image_size)
+    feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
 
 
 @dataclass
 class SubmitConfig:
-    run: str = ""  # run folder to predict with (empty: the newest run)
-    tta: list[str] = field(default_factory=lambda: ["original", "hflip"])
-    clip: float = 0.005  # probabilities clipped to [clip, 1 - clip]: log loss punishes certainty
-    message: str = ""
+    run: str = setting("", resume=False)  # run folder or name to predict with (empty: the newest)
+    tta: list[VIEWS] = setting(["original", "hflip"], nonempty=True, resume=False)
+    clip: float = setting(0.005, min=0.0, below=0.5, resume=False)  # probabilities clipped to [clip, 1 - clip]
+    message: str = setting("", resume=False)
 
 
 @dataclass
 class LrFindConfig:
-    stage: str = "head"  # head: the head on cached features | finetune: the unfrozen model
-    start_lr: float = 1e-6
-    end_lr: float = 1.0
-    steps: int = 100
-    smoothing: float = 0.98  # exponential smoothing of the loss curve
-    diverge: float = 4.0  # stop when the smoothed loss exceeds this many times its minimum
+    stage: Literal["head", "finetune"] = setting("head", resume=False)
+    start_lr: float = setting(1e-6, above=0.0, resume=False)
+    end_lr: float = setting(1.0, above=0.0, resume=False)
+    steps: int = setting(100, min=10, max=100000, resume=False)
+    smoothing: float = setting(0.98, min=0.0, below=1.0, resume=False)  # exponential smoothing of the loss
+    diverge: float = setting(4.0, above=1.0, resume=False)  # stop when the smoothed loss exceeds this x its min
 
 
 @dataclass
 class ExportConfig:
-    formats: list[str] = field(default_factory=lambda: ["keras", "saved_model", "tflite", "tflite_float16"])
-    tolerance: float = 1e-4  # max |exported - keras| probability on real images, float32 formats
-    tolerance_quantized: float = 2e-2  # the same for float16 / dynamic-range quantized TFLite
+    formats: list[EXPORT_FORMATS] = setting(["keras", "saved_model", "tflite", "tflite_float16"], nonempty=True,
+                                            resume=False)
+    tolerance: float = setting(1e-4, above=0.0, resume=False)  # max |exported - keras| probability, float32
+    tolerance_quantized: float = setting(2e-2, above=0.0, resume=False)  # the same for float16 / int8 weights
 
 
 @dataclass
@@ -136,23 +152,36 @@ class Config:
     name: str = "default"  # set from the config file's name
 
 
+REPLACED = {
+    "train.precompute": "a head-only run on cached features is train.head=features with train.finetune_epochs=0",
+    "train.head_on_features": "stage 1 on cached features is train.head=features",
+    "train.head_precompute_epochs": "stage 1's epochs are train.head_epochs, on images or on features",
+    "train.precompute_passes": "augmented feature passes are train.feature_passes",
+    "train.precompute_image_size": "a head-only run's image size is train.feature_image_size",
+}
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:
-    """Defaults, then the YAML file at `path`, then `section.key=value` overrides, all checked."""
+    """Defaults, then the YAML file at `path`, then `section.key=value` overrides, every value checked."""
     cfg = Config()
     if path:
         path = Path(path)
         if not path.is_file():
             raise KitError(f"config file {path} not found: pass an existing file, e.g. configs/demo.yaml")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise KitError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]}): fix it") from None
         if not isinstance(data, dict):
             raise KitError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-        _merge(cfg, data, str(path))
+        merge(cfg, data, str(path))
         cfg.name = path.stem
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
             raise KitError(f"override {item!r} must look like section.key=value, e.g. data.image_size=160")
-        _set_key(cfg, key.strip(), yaml.safe_load(raw) if raw.strip() else "", "--set")
+        set_key(cfg, key.strip(), raw, "--set", text=True)
+    check_consistency(cfg)
     return cfg
 
 
@@ -161,62 +190,92 @@ def parse_overrides(items: typing.Iterable[str]) -> list[str]:
     return [part for item in items for part in item.split() if part]
 
 
-def _merge(cfg: Config, data: dict, source: str) -> None:
+def merge(cfg: Config, data: dict, source: str) -> None:
     for section, values in data.items():
         if section == "name":
             raise KitError(f"config key 'name' in {source} is set from the file name; remove it")
         if not isinstance(values, dict):
             raise KitError(f"config section '{section}' in {source} must be a mapping of keys")
         for key, value in values.items():
-            _set_key(cfg, f"{section}.{key}", value, source)
+            set_key(cfg, f"{section}.{key}", value, source)
 
 
-def _set_key(cfg: Config, dotted: str, value: object, source: str) -> None:
+def set_key(cfg: Config, dotted: str, value: object, source: str, text: bool = False) -> None:
+    """Set one key, checked; `text`: value is a --set string (kit/config_values.py)."""
     section, _, key = dotted.partition(".")
+    if dotted in REPLACED:
+        raise KitError(f"config key '{dotted}' ({source}) was replaced: {REPLACED[dotted]}")
     sections = [f.name for f in dataclasses.fields(cfg) if f.name != "name"]
     if section not in sections:
         raise KitError(f"unknown config section '{section}' ({source}): known sections are {', '.join(sections)}")
     target = getattr(cfg, section)
-    hints = typing.get_type_hints(type(target))
-    if key not in hints:
-        raise KitError(f"unknown config key '{dotted}' ({source}): known keys in {section} are {', '.join(hints)}")
-    setattr(target, key, _coerce(dotted, value, hints[key], source))
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if key not in fields:
+        raise KitError(f"unknown config key '{dotted}' ({source}): known keys in {section} are {', '.join(fields)}")
+    kind = typing.get_type_hints(type(target))[key]
+    setattr(target, key, coerce(dotted, value, kind, fields[key].metadata, source, text))
 
 
-def _coerce(dotted: str, value: object, kind: object, source: str) -> object:
-    """Return `value` as `kind`, or raise a KitError naming the key. Ints pass as floats, not back."""
-    def bad(expected: str) -> KitError:
-        return KitError(f"config key '{dotted}' must be {expected}, got {value!r} ({source})")
+def check_consistency(cfg: Config) -> None:
+    """Rules between keys, each one line naming them."""
+    if cfg.lr_find.start_lr >= cfg.lr_find.end_lr:
+        raise KitError(f"lr_find.start_lr ({cfg.lr_find.start_lr:g}) must be below lr_find.end_lr "
+                       f"({cfg.lr_find.end_lr:g}): the range test sweeps from one to the other")
+    t = cfg.train
+    if t.head_epochs + t.finetune_epochs < 1:
+        raise KitError("nothing to train: set train.head_epochs or train.finetune_epochs above 0")
+    if t.head == "features" and t.head_epochs < 1:
+        raise KitError("train.head=features trains stage 1 on cached features for train.head_epochs: "
+                       "set train.head_epochs above 0, or train.head=images")
+    if t.feature_passes and not cfg.augment.enabled:
+        raise KitError("train.feature_passes > 0 needs augmentation: set augment.enabled=true "
+                       "or train.feature_passes=0")
+    if t.feature_passes and t.head != "features":
+        raise KitError(f"train.feature_passes={t.feature_passes} adds augmented passes of cached features: "
+                       "set train.head=features, or train.feature_passes=0")
+    if 0 < t.feature_image_size < 32:
+        raise KitError(f"config key 'train.feature_image_size' must be 0 (use data.image_size) or at least 32, "
+                       f"got {t.feature_image_size}")
+    if len(set(cfg.competition.classes)) != len(cfg.competition.classes) or len(cfg.competition.classes) < 2:
+        raise KitError(f"config key 'competition.classes' must name at least two different classes, "
+                       f"got {cfg.competition.classes}")
 
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
-    if kind is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
+
+def resume_keys() -> list[str]:
+    """The dotted keys whose change makes an unfinished run impossible to resume (declared on each field)."""
+    cfg = Config()
+    return [f"{section.name}.{f.name}" for section in dataclasses.fields(cfg) if section.name != "name"
+            for f in dataclasses.fields(getattr(cfg, section.name)) if f.metadata.get("resume", True)]
+
+
+def saved_config(data: dict, strict: bool = True) -> Config:
+    """A run's saved config.yaml as a Config: keys it lacks take today's defaults (a key added since the run
+    was saved does not stop it resuming), keys no longer known are ignored, values are checked as at load;
+    `strict=False` keeps a value that no longer passes as saved, so that it compares as changed."""
+    cfg = Config()
+    for section, values in (data or {}).items():
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            target = getattr(cfg, section, None) if section != "name" else None
+            if not dataclasses.is_dataclass(target) or key not in {f.name for f in dataclasses.fields(target)}:
+                continue
             try:
-                value = float(value)
-            except ValueError:
-                raise bad("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    if typing.get_origin(kind) is list:
-        (item_kind,) = typing.get_args(kind)
-        if isinstance(value, str):  # --set submit.tta=original,hflip
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise bad(f"a list of {item_kind.__name__}")
-        return [_coerce(f"{dotted}[{i}]", v, item_kind, source) for i, v in enumerate(value)]
-    raise TypeError(f"unsupported config type {kind} for {dotted}")
+                set_key(cfg, f"{section}.{key}", value, "the run's config.yaml")
+            except KitError:
+                if strict:
+                    raise
+                setattr(target, key, value)
+    return cfg
+
+
+def changed_for_resume(saved: dict, cfg: Config) -> list[str]:
+    """The keys that matter for resuming whose values differ between a run's saved config and `cfg`."""
+    before, now = config_dict(saved_config(saved, strict=False)), config_dict(cfg)
+    changed = []
+    for dotted in resume_keys():
+        section, key = dotted.split(".")
+        if before[section][key] != now[section][key]:
+            changed.append(dotted)
+    return changed
 
 
 def with_image_size(cfg: Config, size: int) -> Config:
@@ -231,39 +290,3 @@ def with_image_size(cfg: Config, size: int) -> Config:
 def config_dict(cfg: Config) -> dict:
     """The config as plain data, for YAML files and comparisons."""
     return dataclasses.asdict(cfg)
-
-
-def library_versions() -> dict:
-    """Versions of what produced an output, read from package metadata (no heavy imports)."""
-    versions = {"python": platform.python_version()}
-    for package in ("kit", "tensorflow", "keras", "keras-cv", "numpy", "pandas", "pillow", "kaggle"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    versions["kit"] = versions["kit"] or __import__("kit").__version__
-    versions["git_commit"] = git_commit()
-    return versions
-
-
-def git_commit() -> str | None:
-    """The commit of the checkout kit runs from (with '+dirty' if it has changes), or None."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return head.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def save_provenance(cfg: Config, folder: str | Path) -> Path:
-    """Write config.yaml (resolved) and versions.json into `folder`; return the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "config.yaml", yaml.safe_dump(config_dict(cfg), sort_keys=False))
-    write_text_atomic(folder / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
-    return folder

@@ -6,22 +6,24 @@ It writes a small competition zip in Kaggle's exact shape (with two broken train
 real downloads sometimes have), then runs the same stages as the real thing on it:
 download --from that zip, data (index, check, split), train, submit. Because the synthetic
 competition's test labels are known, it ends by scoring the submission like Kaggle would.
+Like the CLI, it is an orchestrator: the one module besides kit/__main__.py that calls stages.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
 import pandas as pd
 
-from kit import data, download, submit, train
 from kit import paths as kit_paths
 from kit.config import Config
-from kit.submission import log_loss
-from kit.synthetic import jpeg_bytes, make_competition_zip
-
-
+from kit.runs import RunDir
+from kit.data import download, index
+from kit.data.dataset import load_index
+from kit.data.synthetic import jpeg_bytes, make_competition_zip
+from kit.model.metrics import log_loss
+from kit.submit import submit
+from kit.train import fit
 
 
 def synthetic_zip(cfg: Config) -> Path:
@@ -37,11 +39,11 @@ def synthetic_zip(cfg: Config) -> Path:
 
 def check_pipeline(cfg: Config) -> str:
     """Build the image caches and pull one augmented batch: the data side, end to end."""
-    from kit import pipeline
+    from kit.data import pipeline
 
-    index = data.load_index(cfg)
-    train_images = pipeline.load_images(cfg, list(index.train["path"]), "train")
-    labels = index.train["label"].to_numpy(np.float32)
+    dataset = load_index(cfg)
+    train_images = pipeline.load_images(cfg, list(dataset.train["path"]), "train")
+    labels = dataset.train["label"].to_numpy(np.float32)
     images, batch_labels = next(iter(pipeline.training_stream(cfg, train_images, labels)))
     low, high = float(images.numpy().min()), float(images.numpy().max())
     return (f"an augmented batch of {images.shape[0]} images {tuple(images.shape[1:])} float32 in "
@@ -61,13 +63,13 @@ def run(cfg: Config) -> Path:
     source = synthetic_zip(cfg)
     print(f"demo: synthetic competition {source}")
     download.run(cfg, source=str(source))
-    data.run(cfg)
+    index.run(cfg)
     print(f"demo: data side checked: {check_pipeline(cfg)}")
-    run = train.run(cfg)
+    run_dir = fit.run(cfg)
     archived = submit.run(cfg)
     loss = test_score(cfg, source)
     print(f"demo: done. {kit_paths.latest_submission(cfg)} ({archived.name}) scores test log loss "
           f"{loss:.4f} on the hidden synthetic labels (a constant 0.5 scores 0.6931). "
-          f"Look at {run / 'report.html'} (plots, galleries) and {kit_paths.index_dir(cfg) / 'quarantine.csv'} "
+          f"Look at {RunDir(run_dir).report} (plots, galleries) and {kit_paths.index_dir(cfg) / 'quarantine.csv'} "
           f"(the two broken files, left out, not deleted).")
     return archived

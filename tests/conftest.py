@@ -11,18 +11,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 from kit.config import Config, load_config  # noqa: E402
-from kit.synthetic import make_competition_zip  # noqa: E402
+from kit.data.synthetic import make_competition_zip  # noqa: E402
+
+
+def output_paths(tmp_path: Path) -> list[str]:
+    """Overrides that put every output folder inside `tmp_path` (and never pick up a real /kaggle/input)."""
+    return [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.runs_dir={tmp_path / 'runs'}", f"paths.submissions_dir={tmp_path / 'submissions'}",
+            f"paths.submission={tmp_path / 'submission.csv'}", f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"]
+
+
+# A from-scratch CNN small enough to train in seconds: what every "indexed synthetic competition" trains.
+SMALL_MODEL = ["model.backbone=small_cnn", "model.weights=none", "data.batch_size=16"]
 
 
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     """Defaults with every output folder inside the test's temporary folder."""
-    config = load_config(None, [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
-                                f"paths.runs_dir={tmp_path / 'runs'}",
-                                f"paths.submissions_dir={tmp_path / 'submissions'}",
-                                f"paths.submission={tmp_path / 'submission.csv'}",
-                                f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"])
-    return config
+    return load_config(None, output_paths(tmp_path))
+
+
+@pytest.fixture
+def indexed(tmp_path: Path):
+    """The one factory for "an indexed synthetic competition": `indexed(source, *overrides)` loads the config
+    (through load_config, so overrides are checked as a user's are), downloads `source` (a competition zip or
+    a folder-per-class dataset with competition.layout=folder), runs the data stage and returns the config.
+    Every output folder is inside the test's temporary folder; the model is SMALL_MODEL unless overridden."""
+    from kit.data import download, index
+
+    def make(source: Path | None, *overrides: str, config: str | None = None) -> Config:
+        built = load_config(config, [*output_paths(tmp_path), *SMALL_MODEL, *overrides])
+        if source is not None and built.competition.layout == "kaggle-flat":
+            download.run(built, source=str(source))
+        index.run(built)
+        return built
+    return make
 
 
 @pytest.fixture(scope="session")

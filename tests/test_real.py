@@ -9,18 +9,17 @@ import json
 import pandas as pd
 import pytest
 
-from kit import download, submit, train
+from kit.submit import submit
+from kit.train import fit as train
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
 
-def test_reduced_end_to_end_on_real_photos(cfg, real_competition_zip, keras_home):
-    for key, value in {"image_size": 144, "limit_per_class": 150, "batch_size": 32}.items():
-        setattr(cfg.data, key, value)
-    cfg.train.head_epochs, cfg.train.finetune_epochs, cfg.train.lr = 1, 1, 3e-4
-    cfg.train.head_on_features, cfg.train.head_precompute_epochs = True, 20
+def test_reduced_end_to_end_on_real_photos(indexed, real_competition_zip, keras_home):
+    cfg = indexed(real_competition_zip, "data.image_size=144", "data.limit_per_class=150", "data.batch_size=32",
+                  "model.backbone=mobilenet_v2", "model.weights=imagenet", "train.head=features", "train.head_epochs=20",
+                  "train.finetune_epochs=1", "train.lr=3e-4")
     cfg.name = "real"
-    download.run(cfg, source=str(real_competition_zip))
     run = train.run(cfg)
     summary = json.loads((run / "summary.json").read_text())
     metrics = pd.read_csv(run / "metrics.csv")

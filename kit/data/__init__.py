@@ -1,0 +1,1 @@
+"""Getting and reading the data: download, Kaggle client, index, images, tf.data pipeline, augmentation."""

@@ -1,0 +1,1 @@
+"""The model floor: backbones, optimizer, device settings, inference engine, features, metrics."""

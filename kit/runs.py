@@ -1,0 +1,232 @@
+"""A training run's folder: every file name under runs/<run>/ and what can be asked of it. Nothing else names them.
+
+    from kit.runs import RunDir
+    run_dir = RunDir.find(cfg)                    # submit.run, else the newest run with a best model
+    model, classes = run_dir.load_model()
+
+    runs/<run>/config.yaml, versions.json    the resolved config and library versions (kit/provenance.py)
+               classes.json                  class names, label order
+               metrics.csv, lr.csv           per epoch; per step
+               best.keras                    the epoch with the lowest validation log loss
+               head-stage.npz                the weights after stage 1, so a resumed run skips it
+               backup/<stage>/               Keras' BackupAndRestore state of an unfinished stage
+               val_predictions.csv           the best model's TTA-averaged validation probabilities
+               summary.json                  written last: its presence means the run is finished
+               tensorboard/, plots/, report.html, export/, predictions/ (`make predict`)
+
+A run folder without summary.json is unfinished: `make train` with the same config continues the newest
+one (`for_training`), and refuses, naming the keys, when a key that matters for resuming changed
+(declared on each config field, kit/config.py).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from kit import paths
+from kit.config import Config, changed_for_resume
+from kit.errors import KitError
+from kit.fsutil import atomic_path, write_text_atomic
+from kit.provenance import save_provenance
+
+
+class RunDir:
+    """One run folder (it may not exist yet). Properties name its files; methods read and write them."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, RunDir) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    config_file = property(lambda self: self.path / "config.yaml")
+    classes_file = property(lambda self: self.path / "classes.json")
+    metrics = property(lambda self: self.path / "metrics.csv")
+    lr = property(lambda self: self.path / "lr.csv")
+    best_model = property(lambda self: self.path / "best.keras")
+    head_done = property(lambda self: self.path / "head-stage.npz")
+    summary_file = property(lambda self: self.path / "summary.json")
+    val_predictions = property(lambda self: self.path / "val_predictions.csv")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    plots = property(lambda self: self.path / "plots")
+    report = property(lambda self: self.path / "report.html")
+    export = property(lambda self: self.path / "export")
+    predictions_dir = property(lambda self: self.path / "predictions")  # `make predict`'s CSVs
+    versions_file = property(lambda self: self.path / "versions.json")
+
+    def backup(self, stage: str) -> Path:
+        """BackupAndRestore's folder for one stage ("head" or "finetune")."""
+        return self.path / "backup" / stage
+
+    # ---- finding runs --------------------------------------------------------------------------------
+
+    @classmethod
+    def named(cls, cfg: Config, name: str) -> "RunDir":
+        """`name` as a folder if it is one, else a name under paths.runs_dir."""
+        path = Path(name)
+        return RunDir(path if path.is_dir() else paths.runs_dir(cfg) / name)
+
+    @classmethod
+    def find(cls, cfg: Config, name: str | None = None, needs: str = "best_model") -> "RunDir":
+        """The run `name` (else submit.run, else the newest) that holds the file `needs` names."""
+        name = name or cfg.submit.run
+        what = "trained model" if needs == "best_model" else getattr(RunDir("."), needs).name
+        if name:
+            run_dir = cls.named(cfg, name)
+            if not getattr(run_dir, needs).is_file():
+                raise KitError(f"no {what} in {run_dir.path}: check the run's name (--run or submit.run), "
+                               f"or train one with `make train`")
+            return run_dir
+        found = [RunDir(p) for p in paths.runs_dir(cfg).iterdir() if p.is_dir()] if paths.runs_dir(cfg).is_dir() else []
+        found = [r for r in found if getattr(r, needs).is_file()]
+        if not found:
+            raise KitError(f"no run with a {what} in {paths.runs_dir(cfg)}: train one first with `make train`")
+        return max(found, key=lambda r: getattr(r, needs).stat().st_mtime)
+
+    @classmethod
+    def unfinished(cls, cfg: Config) -> "RunDir | None":
+        """The newest unfinished run of this config (or the one named by train.run_name), if any."""
+        runs = paths.runs_dir(cfg)
+        if cfg.train.run_name:
+            run_dir = RunDir(runs / cfg.train.run_name)
+            return run_dir if run_dir.config_file.is_file() and not run_dir.is_finished() else None
+        candidates = [RunDir(p.parent) for p in runs.glob(f"{cfg.name}-*/config.yaml")]
+        candidates = [r for r in candidates if not r.is_finished()]
+        return max(candidates, key=lambda r: r.path.stat().st_mtime) if candidates else None
+
+    @classmethod
+    def for_training(cls, cfg: Config) -> tuple["RunDir", bool]:
+        """(run folder, resuming?): an unfinished run of this config to continue, or a new folder."""
+        run_dir = cls.unfinished(cfg) if cfg.train.resume else None
+        if run_dir is not None:
+            changed = changed_for_resume(run_dir.saved_config(), cfg)
+            if changed:
+                raise KitError(f"cannot resume run {run_dir.name}: the config changed ({', '.join(changed)}); "
+                               f"restore those values, or start a new run with --set train.resume=false")
+            return run_dir, True
+        name = cfg.train.run_name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = RunDir(paths.runs_dir(cfg) / name)
+        if run_dir.is_finished():
+            raise KitError(f"run {run_dir.path} is already finished: choose another train.run_name")
+        if run_dir.path.exists() and any(run_dir.path.iterdir()):  # never train over files that are not ours
+            why = "resume it with train.resume=true" if not cfg.train.resume and run_dir.config_file.is_file() \
+                else "it is not an unfinished kit run (no config.yaml)"
+            raise KitError(f"run folder {run_dir.path} already exists: choose another train.run_name, or {why}")
+        return run_dir, False
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    def is_finished(self) -> bool:
+        return self.summary_file.is_file()
+
+    def saved_config(self) -> dict:
+        """config.yaml as plain data ({} when missing or unreadable)."""
+        try:
+            data = yaml.safe_load(self.config_file.read_text())
+        except (OSError, yaml.YAMLError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def classes(self) -> list[str]:
+        if not self.classes_file.is_file():
+            raise KitError(f"run {self.name} has no classes.json: retrain it with `make train`")
+        return [str(c) for c in json.loads(self.classes_file.read_text())]
+
+    def load_model(self):
+        """(model, classes), the model loaded without its optimizer: prediction does not need it."""
+        import keras
+
+        import kit.model.backbones  # noqa: F401  registers the custom layers a saved model refers to
+
+        return keras.saving.load_model(self.best_model, compile=False), self.classes()
+
+    def image_size(self, model) -> int:
+        """The image size the run's model takes: its input layer's, else config.yaml's data.image_size."""
+        height, width = model.input_shape[1:3]
+        if height is not None and height == width:
+            return int(height)
+        size = (self.saved_config().get("data") or {}).get("image_size")
+        if not isinstance(size, int):
+            raise KitError(f"cannot tell the image size of run {self.name} (no data.image_size in its config.yaml): "
+                           "retrain it with `make train`")
+        return size
+
+    def is_head_only_on_features(self) -> bool:
+        """Whether the model is a head trained on cached features alone (its submission reuses them)."""
+        train = self.saved_config().get("train") or {}
+        if "precompute" in train:  # a run saved before the stage-1 keys were collapsed
+            return bool(train["precompute"])
+        return train.get("head") == "features" and train.get("finetune_epochs") == 0
+
+    def summary(self) -> dict:
+        try:
+            return json.loads(self.summary_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def earlier_best(self) -> dict:
+        """The best validation log loss already logged in an interrupted run (resuming must not lose it)."""
+        if not self.metrics.exists() or not self.best_model.exists():
+            return {}
+        frame = pd.read_csv(self.metrics)
+        if frame.empty or "val_log_loss" not in frame:
+            return {}
+        row = frame["val_log_loss"].idxmin()
+        return {"best": float(frame.loc[row, "val_log_loss"]), "best_epoch": int(frame.loc[row, "epoch"]) + 1}
+
+    def completed_epochs(self, head_epochs: int) -> int:
+        """Epochs an interrupted run finished, from BackupAndRestore's metadata (0 for a new run)."""
+        for stage in ("finetune", "head"):
+            meta = self.backup(stage) / "training_metadata.json"
+            if meta.exists():
+                return int(json.loads(meta.read_text())["epoch"])
+        return head_epochs if self.head_done.exists() else 0
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    def start(self, cfg: Config, classes: list[str]) -> None:
+        """A new run: its config, versions and classes, written before anything is trained."""
+        save_provenance(cfg, self.path)
+        write_text_atomic(self.classes_file, json.dumps(list(classes)) + "\n")
+
+    def trim_logs(self, epochs: int) -> None:
+        """Drop log rows of epochs after the restore point: an epoch cut short is done again."""
+        for path in (self.metrics, self.lr):
+            if path.exists():
+                frame = pd.read_csv(path)
+                with atomic_path(path) as tmp:
+                    frame[frame["epoch"] < epochs].to_csv(tmp, index=False)
+
+    def save_model(self, model) -> None:
+        with atomic_path(self.best_model, suffix=".keras") as tmp:
+            model.save(tmp)
+
+    def new_predictions_csv(self) -> Path:
+        """predictions/predict-<YYYYmmdd-HHMMSS>.csv, with -2, -3... rather than replace an earlier one."""
+        stem = f"predict-{time.strftime('%Y%m%d-%H%M%S')}"
+        path, n = self.predictions_dir / f"{stem}.csv", 2
+        while path.exists():
+            path, n = self.predictions_dir / f"{stem}-{n}.csv", n + 1
+        return path
+
+    def write_val_predictions(self, frame: pd.DataFrame) -> None:
+        with atomic_path(self.val_predictions) as tmp:
+            frame.to_csv(tmp, index=False)
+
+    def finish(self, summary: dict) -> None:
+        """summary.json, written last: from now on the run is finished."""
+        write_text_atomic(self.summary_file, json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,203 @@
+"""`make train`: one training path, fast.ai lesson-1 style: the head first, then fine-tuning; keep the best epoch.
+
+    python -m kit train --config configs/dogs-vs-cats-redux.yaml [--set train.finetune_epochs=7]
+
+Stage 1 (train.head_epochs, backbone frozen): the new head learns, on augmented images
+(train.head=images) or on cached backbone features (train.head=features, kit/train/head.py: seconds).
+Stage 2 (train.finetune_epochs): the backbone is unfrozen (its BatchNorm kept in inference mode), its
+layers split into groups that learn at train.lr x train.group_lr_ratios, under cosine annealing with
+warm restarts (SGDR: cycles of train.cycle_epochs, each train.cycle_mult times longer).
+A head-only run on features (train.finetune_epochs=0) is fast.ai's precompute=True.
+
+Each epoch logs training loss, validation log loss and accuracy to metrics.csv; the epoch with the
+lowest validation log loss is kept as best.keras. A run killed midway continues from its last completed
+epoch when started again with the same config (kit/runs.py). The CLI runs the data stage first.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from kit.config import Config
+from kit.data import pipeline
+from kit.data.dataset import load_index
+from kit.errors import KitError
+from kit.fsutil import atomic_path
+from kit.model import device, features, inference
+from kit.model.backbones import build_model, set_backbone_trainable
+from kit.model.metrics import log_loss
+from kit.model.optim import epochs_for_cycles, sgdr_schedule
+from kit.runs import RunDir
+from kit.train.callbacks import BestEpoch, EpochExtras, StepLearningRate
+from kit.train.head import feature_arrays, fit_head
+from kit.train.recipe import compile_model, label_array, optimizer, unfreeze
+
+
+class Trainer:
+    """One run's moving parts: its folder, the index, the model, the best epoch; image streams when needed."""
+
+    def __init__(self, cfg: Config, run_dir: RunDir, index):
+        self.cfg, self.run_dir, self.index = cfg, run_dir, index
+        self.n_classes = len(index.classes)
+        self.model = build_model(cfg, self.n_classes)
+        self.best = BestEpoch(run_dir.best_model, **run_dir.earlier_best())
+        self._streams = None
+
+    @property
+    def streams(self):
+        """(training stream, validation stream), built on first use: a run on features alone never decodes."""
+        if self._streams is None:
+            cfg, index = self.cfg, self.index
+            train_paths, val_paths = list(index.train["path"]), list(index.val["path"])
+            train_images = pipeline.load_images(cfg, train_paths, "train")
+            val_images = pipeline.load_images(cfg, val_paths, "val")
+            y_train = label_array(index.train["label"].to_numpy(), self.n_classes)
+            y_val = label_array(index.val["label"].to_numpy(), self.n_classes)
+            self._streams = (pipeline.training_stream(cfg, train_images, y_train, train_paths),
+                             pipeline.prediction_stream(cfg, val_images, len(val_paths), val_paths, labels=y_val))
+        return self._streams
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil(len(self.index.train) / self.cfg.data.batch_size))
+
+    def fit(self, stage: str, first_epoch: int, epochs: int) -> None:
+        """`epochs` epochs of model.fit on the image streams, logging into the run folder."""
+        run_dir = self.run_dir
+        # BackupAndRestore last: an epoch counts as done only once its logs and checkpoint are written.
+        callbacks = [EpochExtras(stage), keras.callbacks.CSVLogger(str(run_dir.metrics), append=True),
+                     StepLearningRate(run_dir.lr, self.steps_per_epoch), self.best,
+                     keras.callbacks.TensorBoard(str(run_dir.tensorboard), write_graph=False, profile_batch=0),
+                     keras.callbacks.TerminateOnNaN(), keras.callbacks.BackupAndRestore(str(run_dir.backup(stage)))]
+        print(f"train: stage {stage}, epochs {first_epoch + 1}-{first_epoch + epochs}")
+        train_stream, val_stream = self.streams
+        history = self.model.fit(train_stream, validation_data=val_stream, initial_epoch=first_epoch,
+                                 epochs=first_epoch + epochs, callbacks=callbacks, shuffle=False,
+                                 verbose=1 if sys.stdout.isatty() else 2)  # a live bar with ETA on a terminal
+        self.model._initial_epoch = None  # BackupAndRestore sets it; it must not leak into the next stage
+        losses = history.history.get("loss", [])
+        if losses and not np.isfinite(losses[-1]):
+            raise KitError(f"training loss became NaN in stage {stage} (epoch {first_epoch + len(losses)}): "
+                           f"lower train.lr / train.head_lr; the best checkpoint so far is kept in {run_dir.path}")
+
+    def train_head(self) -> None:
+        """Stage 1: the backbone frozen, the head trained at train.head_lr (skipped if already done)."""
+        done = self.run_dir.head_done
+        if done.exists():
+            with np.load(done) as saved:
+                self.model.set_weights([saved[f"w{i}"] for i in range(len(saved.files))])
+            print(f"train: head stage already done in {self.run_dir.name}, continuing")
+            return
+        set_backbone_trainable(self.model, False)
+        if self.cfg.train.head == "features":
+            self.train_head_on_features()
+        else:
+            compile_model(self.model, optimizer(self.cfg, self.cfg.train.head_lr), self.cfg, self.n_classes)
+            self.fit("head", 0, self.cfg.train.head_epochs)
+        with atomic_path(done, suffix=".npz") as tmp:
+            np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.model.get_weights())})
+
+    def train_head_on_features(self) -> None:
+        """Stage 1 to convergence in seconds on cached backbone features; the head may stay the best model."""
+        train_xy, val_xy = feature_arrays(self.cfg, self.model, self.index)
+        head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
+        if head_best.best < self.best.best:
+            self.best.best, self.best.best_epoch = head_best.best, head_best.best_epoch
+            self.run_dir.save_model(self.model)
+
+    def finetune(self) -> None:
+        """Stage 2: everything unfrozen but BatchNorm, layer-group rates under SGDR."""
+        t = self.cfg.train
+        multipliers = unfreeze(self.cfg, self.model)
+        schedule = sgdr_schedule(t.lr, self.steps_per_epoch, t.cycle_epochs, t.cycle_mult, t.warmup_epochs)
+        compile_model(self.model, optimizer(self.cfg, schedule, multipliers), self.cfg, self.n_classes)
+        warn_mid_cycle(self.cfg)
+        self.fit("finetune", t.head_epochs, t.finetune_epochs)
+
+
+def check_plan(cfg: Config, index) -> None:
+    """Refuse a run that cannot work, before any image is read."""
+    t = cfg.train
+    if t.head_epochs + t.finetune_epochs < 1:
+        raise KitError("nothing to train: set train.head_epochs or train.finetune_epochs above 0")
+    if features.is_head_only(cfg) and t.head_epochs < 1:
+        raise KitError("train.head=features with train.finetune_epochs=0 trains only the head: "
+                       "set train.head_epochs above 0")
+    if len(index.val) == 0:
+        raise KitError("training keeps the best epoch by validation log loss: set data.val_fraction above 0")
+
+
+def warn_mid_cycle(cfg: Config) -> None:
+    t = cfg.train
+    ends = sorted({round(epochs_for_cycles(t.cycle_epochs, t.cycle_mult, n) + t.warmup_epochs, 6) for n in range(1, 9)})
+    if t.finetune_epochs not in ends:
+        print(f"train: note: {t.finetune_epochs} fine-tuning epochs stop mid-cycle; SGDR cycles end after "
+              f"{[e for e in ends if e <= 64][:6]} epochs")
+
+
+def prepare_run(cfg: Config, classes: list[str]) -> RunDir:
+    run_dir, resuming = RunDir.for_training(cfg)
+    if resuming:
+        done = run_dir.completed_epochs(cfg.train.head_epochs)
+        run_dir.trim_logs(done)
+        print(f"train: resuming run {run_dir.name} after epoch {done} (same config; train.resume=false starts anew)")
+    else:
+        run_dir.start(cfg, classes)
+        print(f"train: new run {run_dir.path}")
+    return run_dir
+
+
+def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
+    """The best model's TTA-averaged validation probabilities (unclipped) and summary.json, written last."""
+    run_dir, index = trainer.run_dir, trainer.index
+    model, classes = run_dir.load_model()
+    val_paths = list(index.val["path"])
+    probabilities = inference.predict_split(cfg, model, val_paths, "val", features.is_head_only(cfg))
+    run_dir.write_val_predictions(inference.val_predictions_frame(index.val, probabilities, classes))
+    summary = {"run": run_dir.name, "best_epoch": trainer.best.best_epoch, "val_log_loss": trainer.best.best,
+               "val_log_loss_tta": log_loss(index.val["label"].to_numpy(), probabilities),
+               "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
+               "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
+               "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
+               "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
+               "seconds": round(time.time() - started, 1)}
+    if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: the steps taken, resumed runs included
+        summary["optimizer_iterations"] = int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations))
+    run_dir.finish(summary)
+    return summary
+
+
+def write_report(run_dir: RunDir) -> None:
+    """Plots and report.html; a failure here is a warning: the trained model is already safe."""
+    from kit.report.html import build_report
+
+    try:
+        print(f"train: report {build_report(run_dir)}")
+    except Exception as error:  # noqa: BLE001 — the run's outputs matter more than its pictures
+        print(f"train: warning: the report could not be built ({error}); retry with `make report`")
+
+
+def run(cfg: Config) -> Path:
+    """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
+    cfg = features.run_config(cfg)  # a head-only run may work at its own image size (saved with the run)
+    index = load_index(cfg)
+    check_plan(cfg, index)
+    keras.utils.set_random_seed(cfg.data.seed)  # head init, shuffling, augmentation: a run can be repeated
+    started, run_dir = time.time(), prepare_run(cfg, index.classes)
+    print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
+          f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
+    trainer = Trainer(cfg, run_dir, index)
+    if cfg.train.head_epochs:
+        trainer.train_head()
+    if cfg.train.finetune_epochs:
+        trainer.finetune()
+    summary = finish(cfg, trainer, started)
+    write_report(run_dir)
+    print(f"train: best epoch {summary['best_epoch']} with validation log loss {summary['val_log_loss']:.4f} "
+          f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping); "
+          f"model in {run_dir.best_model}")
+    return run_dir.path

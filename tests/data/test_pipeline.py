@@ -1,0 +1,137 @@
+"""The tf.data pipeline: cache keyed by its settings, order kept for prediction, pairs kept in training."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from kit.data import pipeline
+from kit.data.augment import build_augmenter, random_affine, warp_affine
+from kit.config import AugmentConfig
+from kit.errors import KitError
+
+
+def colour_images(folder, n, size=24):
+    """n JPEGs whose flat colour encodes their index (red = 10 * i)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i}.png"  # PNG: lossless, so colours survive exactly
+        Image.new("RGB", (size + i, size), (10 * i, 100, 200)).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def small(cfg):
+    cfg.data.image_size, cfg.data.batch_size = 16, 4
+    return cfg
+
+
+def test_disk_cache_built_once_and_keyed_by_settings(small, tmp_path, monkeypatch):
+    paths = colour_images(tmp_path / "img", 10)
+    images = pipeline.load_images(small, paths, "train")
+    assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8
+    assert [int(round(v)) for v in images[:, 8, 8, 0]] == [10 * i for i in range(10)]
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].startswith("train-16px-10-")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the cache should have been reused")
+    monkeypatch.setattr(pipeline, "_decode_all", no_decoding)
+    np.testing.assert_array_equal(pipeline.load_images(small, paths, "train"), images)
+    monkeypatch.undo()
+
+    small.data.image_size = 12  # another size: another cache, the first one kept
+    assert pipeline.load_images(small, paths, "train").shape == (10, 12, 12, 3)
+    os.utime(paths[0], ns=(1, 1))  # a changed file: a new key
+    pipeline.load_images(small, paths, "train")
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_unreadable_image_named_and_no_cache_left(small, tmp_path):
+    paths = colour_images(tmp_path / "img", 5)
+    with open(paths[3], "wb") as f:
+        f.write(b"not an image")
+    with pytest.raises(KitError, match=r"cannot decode image .*3\.png"):
+        pipeline.load_images(small, paths, "train")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+@pytest.mark.parametrize("mode", ["disk", "memory", "none"])
+def test_prediction_stream_keeps_id_order_and_views(small, tmp_path, mode):
+    small.data.cache = mode
+    paths = colour_images(tmp_path / "img", 10)
+    images = pipeline.load_images(small, paths, "test")
+    batches = list(pipeline.prediction_stream(small, images, len(paths), paths))
+    reds = np.concatenate([b.numpy()[:, 8, 8, 0] for b in batches])
+    np.testing.assert_allclose(reds, [10 * i for i in range(10)], atol=1)
+    flipped = next(iter(pipeline.prediction_stream(small, images, len(paths), paths, view="hflip"))).numpy()
+    np.testing.assert_allclose(flipped, batches[0].numpy()[:, :, ::-1, :])
+    with pytest.raises(KitError, match="unknown TTA view 'upside'"):
+        pipeline.prediction_stream(small, images, len(paths), paths, view="upside")
+
+
+@pytest.mark.parametrize("mode", ["disk", "none"])
+def test_training_stream_shuffles_each_epoch_and_keeps_pairs(small, tmp_path, mode):
+    small.data.cache = mode
+    small.augment.enabled = False
+    paths = colour_images(tmp_path / "img", 12)
+    images = pipeline.load_images(small, paths, "train")
+    labels = np.arange(12, dtype=np.int32)  # label = index, so pairs can be checked
+    stream = pipeline.training_stream(small, images, labels, paths)
+    epochs = []
+    for _ in range(2):
+        seen = []
+        for x, y in stream:
+            np.testing.assert_allclose(x.numpy()[:, 8, 8, 0], 10 * y.numpy(), atol=1)
+            seen += list(y.numpy())
+        assert sorted(seen) == list(range(12))  # every image once per epoch
+        epochs.append(seen)
+    assert epochs[0] != epochs[1] and epochs[0] != list(range(12))
+
+
+def test_every_stream_runs_without_the_autotuner(small, tmp_path):
+    """Its thread held up deleting a finished iterator for up to tens of seconds (kit.pipeline.prefetched)."""
+    paths = colour_images(tmp_path / "img", 4)
+    images = pipeline.load_images(small, paths, "train")
+    streams = [pipeline.training_stream(small, images, np.zeros(4, np.float32), paths),
+               pipeline.prediction_stream(small, images, 4, paths), pipeline.decoded_stream(paths, 16, 2)]
+    assert [stream.options().autotune.enabled for stream in streams] == [False, False, False]
+
+
+def test_augmenter_stays_in_range_and_changes_images():
+    rng = np.random.default_rng(0)
+    batch = tf.constant(rng.uniform(0, 255, (8, 32, 32, 3)), tf.float32)
+    for engine in ("fused", "keras_cv"):
+        out = build_augmenter(AugmentConfig(engine=engine))(batch).numpy()
+        assert out.shape == batch.shape and out.min() >= 0 and out.max() <= 255
+        assert np.abs(out - batch.numpy()).mean() > 1.0
+    assert build_augmenter(AugmentConfig(enabled=False)) is None
+    with pytest.raises(KitError, match="augment.engine"):
+        build_augmenter(AugmentConfig(engine="magic"))
+
+
+def test_fused_warp_with_flip_only_is_an_exact_mirror_or_identity():
+    batch = tf.constant(np.random.default_rng(1).uniform(0, 255, (16, 20, 20, 3)), tf.float32)
+    out = random_affine(batch, flip=True, max_degrees=0.0, max_zoom=1.0).numpy()
+    original, mirrored = batch.numpy(), batch.numpy()[:, :, ::-1]
+    kinds = [np.allclose(o, a, atol=1e-3) for o, a in zip(out, original)]
+    mirrors = [np.allclose(o, m, atol=1e-3) for o, m in zip(out, mirrored)]
+    assert all(k or m for k, m in zip(kinds, mirrors)) and any(kinds) and any(mirrors)
+
+
+def test_fused_warp_matches_tensorflows_projective_transform_kernel():
+    # Rotations and zooms large enough to sample outside the image, so the reflect fill is pinned too.
+    rng = np.random.default_rng(2)
+    batch = tf.constant(rng.uniform(0, 255, (6, 24, 20, 3)), tf.float32)
+    angle, scale = rng.uniform(-0.6, 0.6, 6), rng.uniform(0.7, 1.3, 6)
+    mirror = np.where(rng.uniform(size=6) < 0.5, -1.0, 1.0)
+    a0, a1, b0, b1 = np.cos(angle) * scale * mirror, -np.sin(angle) * scale, np.sin(angle) * scale * mirror, np.cos(angle) * scale
+    a2, b2 = 9.5 - a0 * 9.5 - a1 * 11.5 + rng.uniform(-3, 3, 6), 11.5 - b0 * 9.5 - b1 * 11.5
+    transforms = np.stack([a0, a1, a2, b0, b1, b2], axis=1).astype(np.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=np.concatenate([transforms, np.zeros((6, 2), np.float32)], axis=1),
+        output_shape=[24, 20], interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
+    np.testing.assert_allclose(warp_affine(batch, tf.constant(transforms)).numpy(), expected.numpy(), atol=0.05)
