@@ -14,6 +14,7 @@ read the index (`BEFORE`), and turns a KitError into one line on stderr and exit
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -84,6 +85,46 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+FS_HINTS = {errno.ENOSPC: "free some disk space, or point paths.* at a bigger disk",
+            errno.EACCES: "fix the folder's permissions, or point paths.* somewhere writable",
+            errno.EROFS: "the file system is read-only: point paths.* somewhere writable",
+            errno.ENOENT: "check the path exists", errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for a file-system failure no stage turned into a KitError: what, where, and what to do."""
+    where = f" ({error.filename})" if error.filename else ""
+    hint = FS_HINTS.get(error.errno, "check the paths.* settings and the disk")
+    return f"{error.strerror or error}{where}: {hint}; finished outputs are kept"
+
+
+# Stages whose modules import TensorFlow. Its native library prints start-up lines (oneDNN, CUDA stubs) to
+# stderr before it reads TF_CPP_MIN_LOG_LEVEL, which would bury a one-line error; they are hidden unless
+# KIT_TF_LOGS=1, and shown if the import itself fails.
+TENSORFLOW_STAGES = {"train", "submit", "predict", "export", "lr-find", "demo"}
+
+
+def import_tensorflow_quietly() -> None:
+    if os.environ.get("KIT_TF_LOGS") or "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     from kit.config import load_config, parse_overrides
     from kit.errors import KitError
@@ -91,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = load_config(args.config, parse_overrides(args.overrides))
+        if args.stage in TENSORFLOW_STAGES:
+            import_tensorflow_quietly()
         run_data_stage_first(args.stage, cfg)
         module = importlib.import_module(STAGES[args.stage][0])
         extra = {k: v for k, v in vars(args).items() if k not in ("stage", "config", "overrides")}
@@ -99,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         module.run(cfg, **extra)
     except KitError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a stage's own messages name the fix; this is the backstop for the rest
+        print(f"error: {os_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; rerun the same command to continue", file=sys.stderr)

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
-import yaml
 
-from kit.config_values import coerce
+from kit.config_values import coerce, parse_overrides, read_yaml  # noqa: F401  (parse_overrides: the CLI's)
 from kit.errors import KitError
 
 Auto = Union[bool, Literal["auto"]]  # YAML true/false/on/off/yes/no, or auto: decided by the device
@@ -60,8 +59,8 @@ class CompetitionConfig:
 
 @dataclass
 class DataConfig:
-    image_size: int = setting(224, min=8, max=2048)
-    val_fraction: float = setting(0.2, min=0.0, below=1.0)
+    image_size: int = setting(224, min=8, max=1024)
+    val_fraction: float = setting(0.2, above=0.0, max=0.9)  # > 0: training keeps the best epoch by validation
     seed: int = setting(42, min=0)
     batch_size: int = setting(32, min=1, max=65536)
     cache: Literal["disk", "memory", "none"] = setting("disk", resume=False)  # where resized images wait (same pixels)
@@ -108,7 +107,7 @@ class TrainConfig:
     jit_compile: Auto = setting("auto", resume=False)  # auto: on with a GPU/TPU, off on a CPU (BENCHMARKS.md, 3)
     mixed_precision: Auto = setting("auto")  # auto: mixed_float16 on a GPU, float32 elsewhere
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
-    feature_image_size: int = setting(0, min=0, max=2048)  # a head-only run's image size (0 = data.image_size)
+    feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
 
 
@@ -168,10 +167,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         path = Path(path)
         if not path.is_file():
             raise KitError(f"config file {path} not found: pass an existing file, e.g. configs/demo.yaml")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise KitError(f"config file {path} is not valid YAML ({str(error).splitlines()[0]}): fix it") from None
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise KitError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
         merge(cfg, data, str(path))
@@ -183,11 +179,6 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
         set_key(cfg, key.strip(), raw, "--set", text=True)
     check_consistency(cfg)
     return cfg
-
-
-def parse_overrides(items: typing.Iterable[str]) -> list[str]:
-    """Split Make-style `SET="a.b=1 c.d=2"` strings into single `key=value` items."""
-    return [part for item in items for part in item.split() if part]
 
 
 def merge(cfg: Config, data: dict, source: str) -> None:

@@ -1,4 +1,4 @@
-"""How one config value is read and checked: its type, its choices, its range.
+"""How config text is read and checked: the YAML file, `--set` items, and each value's type, choice and range.
 
     coerce("data.cache", "memroy", Literal["disk", "memory", "none"], {}, "--set", text=True)
     -> KitError: config key 'data.cache' must be one of disk, memory, none, got 'memroy' (--set)
@@ -12,8 +12,10 @@ may be written `a,b,c` or `[a, b, c]`. Ranges come from the field's metadata (ki
 from __future__ import annotations
 
 import math
+import re
 import types
 import typing
+from pathlib import Path
 
 import yaml
 
@@ -148,3 +150,25 @@ def _plural(kind: object) -> str:
     if _is_choice(kind):
         return "values from " + ", ".join(map(str, typing.get_args(kind)))
     return {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}.get(kind, str(kind))
+
+
+def read_yaml(path: Path) -> object:
+    """The YAML file's data, or a KitError naming the file, the line and the problem."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise KitError(f"config file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise KitError(f"config file {path} is not valid YAML{where} ({problem}): fix it") from None
+
+
+def parse_overrides(items: typing.Iterable[str]) -> list[str]:
+    """Split Make-style `SET="a.b=1 c.d=2"` strings into single `key=value` items.
+
+    Only whitespace before the next `section.key=` starts a new item, so a value may hold spaces:
+    `SET="paths.data_dir=/x/my data data.seed=7"` is two items."""
+    return [part.strip() for item in items
+            for part in re.split(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*=)", item.strip()) if part.strip()]

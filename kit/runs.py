@@ -6,6 +6,8 @@
 
     runs/<run>/config.yaml, versions.json    the resolved config and library versions (kit/provenance.py)
                classes.json                  class names, label order
+               split.csv                     its validation images (path, label): submit scores on these
+               train.lock                    while a process trains it: that process's pid
                metrics.csv, lr.csv           per epoch; per step
                best.keras                    the epoch with the lowest validation log loss
                head-stage.npz                the weights after stage 1, so a resumed run skips it
@@ -21,6 +23,7 @@ one (`for_training`), and refuses, naming the keys, when a key that matters for 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from kit import paths
 from kit.config import Config, changed_for_resume
 from kit.errors import KitError
 from kit.fsutil import atomic_path, write_text_atomic
+from kit.lock import PidLock
 from kit.provenance import save_provenance
 
 
@@ -66,6 +70,8 @@ class RunDir:
     report = property(lambda self: self.path / "report.html")
     export = property(lambda self: self.path / "export")
     predictions_dir = property(lambda self: self.path / "predictions")  # `make predict`'s CSVs
+    split_file = property(lambda self: self.path / "split.csv")  # the validation images this run was chosen on
+    lock = property(lambda self: PidLock(self.path / "train.lock"))  # held by the process training it
     versions_file = property(lambda self: self.path / "versions.json")
 
     def backup(self, stage: str) -> Path:
@@ -92,7 +98,7 @@ class RunDir:
                                f"or train one with `make train`")
             return run_dir
         found = [RunDir(p) for p in paths.runs_dir(cfg).iterdir() if p.is_dir()] if paths.runs_dir(cfg).is_dir() else []
-        found = [r for r in found if getattr(r, needs).is_file()]
+        found = [r for r in found if getattr(r, needs).is_file() and (r.is_finished() or r.lock.holder() is None)]
         if not found:
             raise KitError(f"no run with a {what} in {paths.runs_dir(cfg)}: train one first with `make train`")
         return max(found, key=lambda r: getattr(r, needs).stat().st_mtime)
@@ -110,8 +116,17 @@ class RunDir:
 
     @classmethod
     def for_training(cls, cfg: Config) -> tuple["RunDir", bool]:
-        """(run folder, resuming?): an unfinished run of this config to continue, or a new folder."""
+        """(run folder, resuming?): an unfinished run of this config to continue, or a folder to start (anew).
+
+        Writes nothing: the caller locks the folder first (`lock.held`), then starts or resumes it."""
         run_dir = cls.unfinished(cfg) if cfg.train.resume else None
+        holder = run_dir.lock.holder() if run_dir is not None else None
+        if holder is not None:
+            raise KitError(f"run {run_dir.name} is being trained right now by process {holder}: wait for it to "
+                           f"finish (or stop it), or train another run beside it with --set train.resume=false")
+        if run_dir is not None and not run_dir.has_progress():  # e.g. it crashed on a bad value: start it anew
+            print(f"train: run {run_dir.name} never completed an epoch; starting it again with this config")
+            return run_dir, False
         if run_dir is not None:
             changed = changed_for_resume(run_dir.saved_config(), cfg)
             if changed:
@@ -152,7 +167,16 @@ class RunDir:
 
         import kit.model.backbones  # noqa: F401  registers the custom layers a saved model refers to
 
-        return keras.saving.load_model(self.best_model, compile=False), self.classes()
+        if not self.best_model.is_file():
+            raise KitError(f"run {self.name} has no best.keras: train it with `make train`, or pick another run")
+        try:
+            model = keras.saving.load_model(self.best_model, compile=False)
+        except Exception as error:  # noqa: BLE001 — Keras raises zipfile, OSError, ValueError alike for a bad file
+            # Keras' own words mislead here ("File not found" for a truncated file): name the kind of failure only.
+            raise KitError(f"the checkpoint {self.best_model} of run {self.name} is damaged (not a readable .keras "
+                           f"file: {type(error).__name__}): retrain with `make train SET=train.resume=false`, or "
+                           f"pick another run with submit.run / --run") from None
+        return model, self.classes()
 
     def image_size(self, model) -> int:
         """The image size the run's model takes: its input layer's, else config.yaml's data.image_size."""
@@ -171,6 +195,18 @@ class RunDir:
         if "precompute" in train:  # a run saved before the stage-1 keys were collapsed
             return bool(train["precompute"])
         return train.get("head") == "features" and train.get("finetune_epochs") == 0
+
+    def has_progress(self) -> bool:
+        """Whether an unfinished run kept anything worth resuming: a completed epoch or a best model."""
+        return self.best_model.exists() or self.head_done.exists() or any(
+            (self.backup(stage) / "training_metadata.json").exists() for stage in ("head", "finetune"))
+
+    def discard(self) -> None:
+        """Remove the files of a run that never completed an epoch (kit's own names only), keeping the folder."""
+        for path in (self.config_file, self.versions_file, self.classes_file, self.split_file, self.metrics, self.lr):
+            path.unlink(missing_ok=True)
+        for folder in (self.path / "backup", self.tensorboard):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def summary(self) -> dict:
         try:
@@ -198,10 +234,18 @@ class RunDir:
 
     # ---- writing -------------------------------------------------------------------------------------
 
-    def start(self, cfg: Config, classes: list[str]) -> None:
-        """A new run: its config, versions and classes, written before anything is trained."""
+    def start(self, cfg: Config, classes: list[str], val: pd.DataFrame) -> None:
+        """A new run: its config, versions, classes and validation split, written before anything is trained."""
         save_provenance(cfg, self.path)
         write_text_atomic(self.classes_file, json.dumps(list(classes)) + "\n")
+        with atomic_path(self.split_file) as tmp:
+            val[["path", "label"]].to_csv(tmp, index=False)
+
+    def validation_split(self) -> pd.DataFrame | None:
+        """The run's validation images (path, label), or None for a run saved before runs kept them."""
+        if not self.split_file.is_file():
+            return None
+        return pd.read_csv(self.split_file, dtype={"path": str})
 
     def trim_logs(self, epochs: int) -> None:
         """Drop log rows of epochs after the restore point: an epoch cut short is done again."""

@@ -47,3 +47,21 @@ def test_help_lists_every_stage():
                             timeout=60)
     assert result.returncode == 0
     assert all(stage in result.stdout for stage in STAGES)
+
+
+@pytest.mark.parametrize("error, words", [
+    (OSError(28, "No space left on device", "/data/cache/x.npy"), ["No space left on device (/data/cache/x.npy)",
+                                                                   "free some disk space"]),
+    (PermissionError(13, "Permission denied", "/runs/r"), ["Permission denied (/runs/r)", "permissions"]),
+    (OSError(30, "Read-only file system", "/mnt/ro"), ["Read-only file system", "writable"]),
+])
+def test_a_file_system_failure_no_stage_named_is_still_one_line_and_exit_2(error, words, capsys, monkeypatch, cfg):
+    import kit.submit.upload as stage
+
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(stage, "run", fail)
+    assert main(["upload", "--set", f"paths.data_dir={cfg.paths.data_dir}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    assert all(w in err for w in words), err

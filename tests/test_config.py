@@ -58,6 +58,30 @@ def test_make_style_set_string_splits_into_items():
         ["data.image_size=160", "train.lr=0.01", "a.b=1"]
 
 
+def test_a_set_value_may_hold_spaces(tmp_path):
+    items = parse_overrides([f"paths.data_dir={tmp_path}/my data  data.seed=7", "submit.message=first try, flips"])
+    assert items == [f"paths.data_dir={tmp_path}/my data", "data.seed=7", "submit.message=first try, flips"]
+    cfg = load_config(None, items)
+    assert (cfg.paths.data_dir, cfg.data.seed, cfg.submit.message) == (f"{tmp_path}/my data", 7, "first try, flips")
+
+
+@pytest.mark.parametrize("text, words", [
+    (b"data:\n  image_size: [64\n", "not valid YAML at line 3"),
+    (b"data:\n  seed: 1\n  cache: disk \xff\n", "not UTF-8 text"),
+    (b"data: !!python/object:os.system {}\n", "not valid YAML at line 1 (could not determine a constructor"),
+    (b"data:\n\tseed: 1\n", "not valid YAML at line 2"),
+])
+def test_a_broken_yaml_file_is_one_line_naming_the_file_and_line(text, words, tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(text)
+    message = refused(path=path)
+    assert words in message and str(path) in message and "\n" not in message, message
+
+
+def test_a_malformed_set_value_names_the_key():
+    assert "'data.image_size' must be an integer, got '[64'" in refused("data.image_size=[64")
+
+
 # ---- choices: Literal[...] ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, allowed", [
@@ -107,14 +131,20 @@ def test_tri_state_keys_refuse_anything_else():
 # ---- ranges ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, allowed", [
-    ("data.image_size=4", "from 8 to 2048"),
-    ("data.image_size=4096", "from 8 to 2048"),
+    ("data.image_size=4", "from 8 to 1024"),
+    ("data.image_size=0", "from 8 to 1024"),
+    ("data.image_size=-5", "from 8 to 1024"),
+    ("data.image_size=10000", "from 8 to 1024"),  # was accepted, then failed as "cannot decode image"
     ("data.batch_size=0", "from 1 to"),
-    ("data.val_fraction=1", ">= 0 and < 1"),
-    ("data.val_fraction=-0.1", ">= 0 and < 1"),
+    ("data.val_fraction=1", "> 0 and <= 0.9"),
+    ("data.val_fraction=-0.1", "> 0 and <= 0.9"),
+    ("data.val_fraction=0", "> 0 and <= 0.9"),  # training keeps the best epoch by validation log loss
     ("data.limit_per_class=-1", ">= 0"),
     ("data.workers=-2", ">= 0"),
     ("model.dropout=1.0", ">= 0 and < 1"),
+    ("model.dropout=1.5", ">= 0 and < 1"),
+    ("train.lr=-1", "> 0"),  # trained to a log loss of 8,070,075 and exited 0
+    ("train.label_smoothing=2", "< 1"),
     ("train.lr=0", "> 0"),
     ("train.head_lr=-1e-3", "> 0"),
     ("train.head_epochs=-1", ">= 0"),

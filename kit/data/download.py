@@ -8,7 +8,13 @@ and sample_submission.csv, as Kaggle Notebooks mount it), the Kaggle Notebook mo
 (`paths.kaggle_input_dir`), or a Kaggle API download into data/<slug>/download. Sources are only
 read. Extraction goes to a temporary folder that replaces raw/ only once everything is verified
 (member names, CRCs, counts, sample ids == test ids); raw/.kit-complete.json then records the
-source and the counts, so the next run with the same source does nothing.
+source, the counts and every extracted file's size and mtime, so the next run with the same source does
+nothing, while a file changed, removed or added since (a damaged test image) makes it extract again and say why.
+A write that fails (disk full, read-only or misplaced paths.data_dir) is a one-line KitError naming the
+folder and the fix; the partial extraction is removed and the previous raw/ stays.
+
+Over 300 lines: every way the raw folder can come out wrong (sources, unsafe or missing members, CRCs, ids,
+interruptions, changed files, full or unwritable disks) is handled in this one module, beside the extraction.
 """
 from __future__ import annotations
 
@@ -29,12 +35,17 @@ from kit.data import kaggle_api
 from kit import paths as kit_paths
 from kit.config import Config
 from kit.errors import KitError
-from kit.fsutil import atomic_path
+from kit.fsutil import (atomic_path, gigabytes, remove_stale_temporaries, require_free_space, require_writable,
+                        writing)
 
 MARKER = ".kit-complete.json"
 REQUIRED = ("train.zip", "test.zip", "sample_submission.csv")
 SAMPLE = "sample_submission.csv"
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError)
+DATA_DIR_KEY = "paths.data_dir"
+EXTRACT_MARGIN = 64 * 1024 * 1024  # bytes kept free beyond what an extraction writes
+_NO_SPACE = f"free space on that disk, or set {DATA_DIR_KEY} to a folder on a bigger one"
+_KEPT = "; the partial extraction was removed, the previous raw/ (if any) is kept"
 
 
 def source_identity(path: Path) -> dict:
@@ -58,37 +69,71 @@ def count_files(folder: Path) -> int:
         return sum(1 for entry in entries if entry.is_file())
 
 
+def file_manifest(raw: Path) -> dict[str, list[int]]:
+    """{relative path: [size, mtime_ns]} of every file extracted into `raw` (train/, test/, the sample csv)."""
+    files = {}
+    for folder in ("train", "test"):
+        if (raw / folder).is_dir():
+            with os.scandir(raw / folder) as entries:
+                for entry in entries:
+                    if entry.is_file():
+                        info = entry.stat()
+                        files[f"{folder}/{entry.name}"] = [info.st_size, info.st_mtime_ns]
+    if (raw / SAMPLE).is_file():
+        info = (raw / SAMPLE).stat()
+        files[SAMPLE] = [info.st_size, info.st_mtime_ns]
+    return files
+
+
+def manifest_changes(recorded: dict, now: dict) -> str | None:
+    """What differs between two manifests ('test/5.jpg changed; 1 changed, 0 missing, 0 added'), or None."""
+    changed = sorted(name for name in recorded.keys() & now.keys() if list(recorded[name]) != list(now[name]))
+    missing, added = sorted(recorded.keys() - now.keys()), sorted(now.keys() - recorded.keys())
+    if not (changed or missing or added):
+        return None
+    first = (f"{changed[0]} changed" if changed else f"{missing[0]} is missing" if missing
+             else f"{added[0]} was added")
+    return f"{first}; {len(changed)} changed, {len(missing)} missing, {len(added)} added"
+
+
 def complete_marker(raw: Path, identity: dict | None = None) -> dict | None:
-    """The marker of a finished extraction whose files are all still there (and, if given, from `identity`)."""
+    """The marker of a finished extraction whose files are all still as extracted (and, if given, from `identity`)."""
     try:
         marker = json.loads((raw / MARKER).read_text())
-        counts = marker["counts"]
+        if {"train", "test"} - set(marker["counts"]):
+            raise KeyError("counts")
     except (OSError, ValueError, KeyError, TypeError):
         if raw.exists():
             print(f"{raw} has no valid {MARKER} (an interrupted extraction?): extracting again", flush=True)
+        return None
+    recorded = marker.get("files")
+    if not isinstance(recorded, dict):
+        print(f"{raw} was extracted by an older kit that did not record its files, so a changed or damaged file "
+              f"cannot be noticed: extracting again", flush=True)
         return None
     if identity is not None and marker.get("source") != identity:
         print(f"{raw} was extracted from {marker.get('source', {}).get('path')} (as it was then): extracting "
               f"{identity['path']} instead", flush=True)
         return None
-    if not (raw / SAMPLE).is_file():
-        return None
-    if count_files(raw / "train") != counts.get("train") or count_files(raw / "test") != counts.get("test"):
-        print(f"{raw} no longer holds the {counts.get('train')} train / {counts.get('test')} test files it was "
-              f"extracted with: extracting again", flush=True)
+    changes = manifest_changes(recorded, file_manifest(raw))
+    if changes:
+        print(f"{raw} changed since it was extracted ({changes}): extracting again", flush=True)
         return None
     return marker
 
 
 def _remove_leftovers(raw: Path) -> None:
-    """Temporary folders an interrupted extraction (killed process) left beside raw/."""
-    for leftover in [*raw.parent.glob(f".{raw.name}.*.tmp*"), raw.parent / f".{raw.name}.old"]:
-        if leftover.exists():
-            print(f"removing {leftover}, left by an interrupted extraction", flush=True)
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink()
+    """What a killed extraction left beside raw/: its temporary folder (if its process is gone), and the previous
+    raw/ moved aside in the middle of the final swap (put back if raw/ is missing, else removed)."""
+    for leftover, freed in remove_stale_temporaries(raw.parent, final_name=raw.name):
+        print(f"removed {leftover} ({gigabytes(freed)}), left by an interrupted extraction", flush=True)
+    old = raw.parent / f".{raw.name}.old"
+    if old.is_dir() and not raw.exists():
+        print(f"putting back {raw} from {old}: an extraction was interrupted while replacing it", flush=True)
+        old.rename(raw)
+    elif old.exists():
+        print(f"removing {old}, left by an interrupted extraction", flush=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _local_source(cfg: Config, source: str | None) -> Path | None:
@@ -114,7 +159,9 @@ def run(cfg: Config, source: str | None = None, api: Any = None) -> Path:
     raw = kit_paths.raw_dir(cfg)
     if cfg.competition.layout == "folder":
         return _folder_layout(cfg, raw, source)
-    _remove_leftovers(raw)
+    require_writable(raw.parent, DATA_DIR_KEY)  # before a download of gigabytes, not after
+    with writing(raw.parent, DATA_DIR_KEY):
+        _remove_leftovers(raw)
     path = _local_source(cfg, source)
     marker = complete_marker(raw, source_identity(path) if path else None)
     if marker:
@@ -163,25 +210,28 @@ def extract_competition(source: Path, raw: Path) -> dict:
     """Extract and verify `source` (zip or folder) into `raw`, replacing it only on success; return counts."""
     label = source.name
     identity = source_identity(source)
-    with atomic_path(raw) as tmp:
+    with writing(raw, DATA_DIR_KEY, also=_KEPT), atomic_path(raw) as tmp:
         tmp.mkdir()
         scratch = tmp / ".kit-scratch"
         scratch.mkdir()
-        members = _gather(source, scratch)
+        members = _gather(source, scratch, raw)
         train = _safe_members(members["train.zip"], "train", label)
         test = _safe_members(members["test.zip"], "test", label)
         _check_sample_ids(members[SAMPLE], test, label)
+        needed = sum(info.file_size for info in train + test) + members[SAMPLE].stat().st_size
+        require_free_space(raw.parent, needed + EXTRACT_MARGIN, f"extracting {label}", _NO_SPACE)
         counts = {"train": _extract(members["train.zip"], train, tmp, "train", label),
                   "test": _extract(members["test.zip"], test, tmp, "test", label)}
         shutil.copyfile(members[SAMPLE], tmp / SAMPLE)
         shutil.rmtree(scratch)
         marker = {"source": identity, "counts": counts,
-                  "extracted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+                  "extracted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "files": file_manifest(tmp)}
+        (tmp / MARKER).write_text(json.dumps(marker, separators=(",", ":")) + "\n")
     return counts
 
 
-def _gather(source: Path, scratch: Path) -> dict[str, Path]:
+def _gather(source: Path, scratch: Path, raw: Path) -> dict[str, Path]:
     """Paths of train.zip, test.zip and sample_submission.csv: the folder's own, or copied out of the zip."""
     if source.is_dir():
         missing = [name for name in REQUIRED if not (source / name).is_file()]
@@ -201,18 +251,34 @@ def _gather(source: Path, scratch: Path) -> dict[str, Path]:
                 held = ", ".join(sorted(names)[:5]) or "nothing"
                 raise KitError(f"{', '.join(missing)} missing from {source} (it holds {held}): download the "
                                f"competition again with `make download`")
+            # scratch copies of the inner zips, then what they hold (about as big: JPEGs do not compress)
+            needed = sum(outer.getinfo(name).file_size for name in REQUIRED) * 2
+            require_free_space(raw.parent, needed + EXTRACT_MARGIN, f"extracting {source.name}", _NO_SPACE)
             for name in REQUIRED:  # each copy reads to the end, so zipfile checks its CRC
-                _copy_member(outer, name, scratch / name)
+                _copy(outer, outer.getinfo(name), scratch / name, source, progress=True)
     except ZIP_ERRORS as exc:
         raise KitError(f"{source} is damaged ({exc}): download the competition again with `make download`") from None
+    except OSError as exc:
+        if not exc.filename or Path(exc.filename) != source:
+            raise  # writing the scratch copy: `writing` names the target folder
+        raise KitError(f"cannot read {source} ({exc}): check that file and its disk") from None
     return {name: scratch / name for name in REQUIRED}
 
 
-def _copy_member(outer: zipfile.ZipFile, name: str, target: Path) -> None:
-    info = outer.getinfo(name)
-    with outer.open(info) as src, open(target, "wb") as out, \
-            tqdm(total=info.file_size, unit="B", unit_scale=True, desc=f"reading {name}", leave=False) as bar:
-        while chunk := src.read(1 << 20):
+def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, source: Path, progress: bool = False) -> None:
+    """Copy one member out (reading it to the end, so zipfile checks its CRC). A failed read names the source;
+    a failed write is an OSError (turned into a message about the target folder by `writing`)."""
+    bar = tqdm(total=info.file_size, unit="B", unit_scale=True, desc=f"reading {info.filename}", leave=False,
+               disable=not progress)
+    with zf.open(info) as src, open(target, "wb") as out, bar:
+        while True:
+            try:
+                chunk = src.read(1 << 20)
+            except OSError as exc:
+                raise KitError(f"cannot read {source} ({exc}): check that disk, or copy the file elsewhere and "
+                               f"pass it with --from") from None
+            if not chunk:
+                break
             out.write(chunk)
             bar.update(len(chunk))
 
@@ -236,6 +302,8 @@ def _safe_members(inner_zip: Path, folder: str, label: str) -> list[zipfile.ZipI
             infos = zf.infolist()
     except ZIP_ERRORS as exc:
         raise KitError(f"{inner} is not a readable zip ({exc}): download the competition again") from None
+    except OSError as exc:
+        raise KitError(f"cannot read {inner_zip} ({exc}): check that file and its disk") from None
     files = []
     for info in infos:
         reason = _unsafe_reason(info)
@@ -260,7 +328,7 @@ def _check_sample_ids(sample_csv: Path, test: list[zipfile.ZipInfo], label: str)
 
     try:
         ids = pd.read_csv(sample_csv, dtype=str)["id"].str.strip()
-    except (ValueError, KeyError, pd.errors.ParserError) as exc:
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
         raise KitError(f"{SAMPLE} in {label} is not a CSV with an id column ({type(exc).__name__}): download the "
                        f"competition again") from None
     sample_ids = set(ids)
@@ -276,9 +344,10 @@ def _check_sample_ids(sample_csv: Path, test: list[zipfile.ZipInfo], label: str)
 def _extract(inner_zip: Path, files: list[zipfile.ZipInfo], dest: Path, folder: str, label: str) -> int:
     """Extract the checked members (zipfile checks each CRC) and confirm every one arrived."""
     try:
+        (dest / folder).mkdir()
         with zipfile.ZipFile(inner_zip) as zf:
             for info in tqdm(files, desc=f"extracting {folder}", unit="file", leave=False):
-                zf.extract(info, dest)
+                _copy(zf, info, dest / folder / PurePosixPath(info.filename).name, inner_zip)
     except ZIP_ERRORS as exc:
         raise KitError(f"{inner_zip.name} in {label} is damaged ({exc}): download the competition again "
                        f"with `make download`") from None

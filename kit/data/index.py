@@ -8,12 +8,12 @@ images only, `path` is what to load), test.csv (id, path; id order), classes.jso
 reason: train images left out, never deleted), split-seed<seed>-val<fraction>.csv, checks.csv (the image
 check cache), converted/ (PNG copies of formats TensorFlow cannot decode), index.json, config.yaml and
 versions.json. An unreadable TEST image stops the stage before anything is written: every id needs a
-prediction.
+prediction. The index folder is checked to be writable before any image is; a write that fails (disk full,
+read-only) is one line naming the folder and paths.data_dir, and the previous index stays complete.
 """
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -23,33 +23,46 @@ from kit import paths
 from kit.config import Config
 from kit.provenance import save_provenance
 from kit.errors import KitError
-from kit.fsutil import atomic_path, write_text_atomic
+from kit.fsutil import atomic_path, require_writable, write_text_atomic, writing
 from kit.data.images import check_images
 from kit.data.dataset import CLASSES_FILE, META_FILE, SAMPLE_SUBMISSION
 from kit.data.listing import Listing, list_dataset, load_or_make_split
 
 CHECKS_FILE = "checks.csv"
 CONVERTED_DIR = "converted"
+DATA_DIR_KEY = "paths.data_dir"  # the setting that moves the index (the fix named when it cannot be written)
 
 
 def run(cfg: Config) -> Path:
     """Build the dataset index for `cfg`; return its folder. Prints a summary."""
     raw, out = paths.raw_dir(cfg), paths.index_dir(cfg)
     listing = list_dataset(cfg, raw)
+    require_writable(out, DATA_DIR_KEY)  # before checking every image, not after
     test_paths = [] if listing.test is None else list(listing.test["path"])
-    checks = check_images(list(listing.train["path"]) + test_paths, cfg.data.workers, out / CHECKS_FILE,
-                          out / CONVERTED_DIR).set_index("path")
-    test = _checked_test(listing.test, checks)
-    _match_sample_submission(raw / SAMPLE_SUBMISSION, test)
+    with writing(out, DATA_DIR_KEY):
+        checks = check_images(list(listing.train["path"]) + test_paths, cfg.data.workers, out / CHECKS_FILE,
+                              out / CONVERTED_DIR).set_index("path")
+    test = _checked_test(listing.test, checks, _restore_hint(cfg))
+    _match_sample_submission(raw / SAMPLE_SUBMISSION, test, _restore_hint(cfg))
     split, split_path = load_or_make_split(listing.train, out, cfg.data.seed, cfg.data.val_fraction)
     train, quarantine = _good_and_quarantined(listing, checks, split)
-    _require_every_class(listing.classes, train, raw)
-    _write_index(cfg, out, listing.classes, train, test, quarantine, split_path)
+    _require_every_class(cfg, listing.classes, train, raw)
+    _require_validation(cfg, train, raw)
+    with writing(out, DATA_DIR_KEY):
+        _write_index(cfg, out, listing.classes, train, test, quarantine, split_path)
     print(summary(cfg, listing, train, test, quarantine, out))
     return out
 
 
-def _checked_test(test: pd.DataFrame | None, checks: pd.DataFrame) -> pd.DataFrame | None:
+def _restore_hint(cfg: Config) -> str:
+    """The command that really restores a damaged raw file: re-extraction (download notices the change) for a
+    competition; for the user's own folder, nothing kit can run."""
+    if cfg.competition.layout == "folder":
+        return f"replace or remove it in {cfg.competition.folder}"
+    return "re-extract the competition with `make download` (it notices changed files)"
+
+
+def _checked_test(test: pd.DataFrame | None, checks: pd.DataFrame, hint: str) -> pd.DataFrame | None:
     """Test (id, load path); KitError naming the first unreadable test image."""
     if test is None:
         return None
@@ -58,24 +71,27 @@ def _checked_test(test: pd.DataFrame | None, checks: pd.DataFrame) -> pd.DataFra
     if not bad.empty:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise KitError(f"test image {bad.index[0]} cannot be read: {bad['reason'].iloc[0]}{more}; every test id "
-                       "needs a prediction: replace the file (re-extract with `make download`); index left as it was")
+                       f"needs a prediction: {hint}; index left as it was")
     return pd.DataFrame({"id": test["id"].to_numpy(), "path": result["load_path"].to_numpy()})
 
 
-def _match_sample_submission(sample: Path, test: pd.DataFrame | None) -> None:
+def _match_sample_submission(sample: Path, test: pd.DataFrame | None, hint: str) -> None:
     """The test ids must be exactly the ids Kaggle expects, when sample_submission.csv is there."""
     if not sample.is_file():
         return
-    expected = pd.read_csv(sample, dtype=str, keep_default_na=False)
+    try:
+        expected = pd.read_csv(sample, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise KitError(f"{sample} is not a readable CSV ({type(error).__name__}): {hint}") from None
     if "id" not in expected.columns:
-        raise KitError(f"{sample} has no 'id' column: re-extract the competition with `make download`")
+        raise KitError(f"{sample} has no 'id' column: {hint}")
     wanted = set(expected["id"].str.strip())
     have = set() if test is None else {str(i) for i in test["id"]}
     if wanted != have:
         missing, extra = sorted(wanted - have), sorted(have - wanted)
         raise KitError(f"test images do not match {sample.name}: {len(missing)} ids missing from test/"
                        f"{' (e.g. ' + missing[0] + ')' if missing else ''}, {len(extra)} not in it"
-                       f"{' (e.g. ' + extra[0] + ')' if extra else ''}: re-extract the competition with `make download`")
+                       f"{' (e.g. ' + extra[0] + ')' if extra else ''}: {hint}")
 
 
 def _good_and_quarantined(listing: Listing, checks: pd.DataFrame,
@@ -90,11 +106,24 @@ def _good_and_quarantined(listing: Listing, checks: pd.DataFrame,
     return good[["path", "label", "class_name", "split"]].reset_index(drop=True), quarantine
 
 
-def _require_every_class(classes: list[str], train: pd.DataFrame, raw: Path) -> None:
+def _require_every_class(cfg: Config, classes: list[str], train: pd.DataFrame, raw: Path) -> None:
     empty = [name for label, name in enumerate(classes) if not (train["label"] == label).any()]
-    if empty:
-        raise KitError(f"class {empty[0]!r} has no readable training images in {raw}: add some, or remove the "
-                       "class from competition.classes")
+    if not empty:
+        return
+    if cfg.competition.layout == "folder":
+        where, fix = raw / empty[0], "add readable images to it (see quarantine.csv), or remove the folder"
+    else:
+        where = raw / "train"
+        fix = (f"files named {empty[0]}.<n>.jpg are needed (see quarantine.csv): re-extract with `make download`, "
+               "or check competition.classes")
+    raise KitError(f"class {empty[0]!r} has no readable training images in {where}: {fix}")
+
+
+def _require_validation(cfg: Config, train: pd.DataFrame, raw: Path) -> None:
+    """A validation split with no readable image would fail much later, in training, with a confusing message."""
+    if cfg.data.val_fraction > 0 and not (train["split"] == "val").any():
+        raise KitError(f"no readable validation images in {raw} with data.val_fraction={cfg.data.val_fraction:g}: "
+                       "each class needs at least 2 readable images (see quarantine.csv): add images")
 
 
 def _write_index(cfg: Config, out: Path, classes: list[str], train: pd.DataFrame, test: pd.DataFrame | None,

@@ -14,6 +14,7 @@ no other module talks to Kaggle or handles its secrets.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from kit.errors import KitError
+from kit.fsutil import write_error, writing
 
 SETTINGS_URL = "https://www.kaggle.com/settings/api"
 RETRY_STATUSES = {429, 500, 502, 503, 504}  # transient: back off and try again
 MAX_RETRY_AFTER = 300.0  # seconds; a longer Retry-After is not worth waiting for in a CLI
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 SUBMIT_FAILED = "Could not submit to competition"  # KaggleApi.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE
 
 
@@ -294,11 +297,21 @@ def zip_problem(zip_path: Path) -> str | None:
 def download_competition(slug: str, dest_dir: str | Path, api: Any = None, force: bool = False) -> Path:
     """Download every competition file to `<dest_dir>/<slug>.zip` (the client resumes partials)."""
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    with writing(dest_dir, "paths.data_dir"):
+        dest_dir.mkdir(parents=True, exist_ok=True)
     api = api if api is not None else connect()
     print(f"downloading {slug} from Kaggle into {dest_dir}", flush=True)
-    call_kaggle(lambda: api.competition_download_files(slug, path=str(dest_dir), force=force, quiet=False),
-                what="downloading the competition files", slug=slug,
+
+    def download() -> None:
+        try:
+            api.competition_download_files(slug, path=str(dest_dir), force=force, quiet=False)
+        except OSError as exc:  # the disk, not the network (requests' errors carry no errno)
+            if exc.errno in WRITE_ERRNOS:
+                raise write_error(dest_dir, exc, "paths.data_dir",
+                                  also="; what was downloaded is kept, `make download` resumes it") from None
+            raise
+
+    call_kaggle(download, what="downloading the competition files", slug=slug,
                 hint=", or download the zip elsewhere and pass it with `python -m kit download --from path/to.zip`")
     zip_path = dest_dir / f"{slug}.zip"
     reason = download_incomplete_reason(zip_path)

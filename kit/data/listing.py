@@ -4,7 +4,8 @@
 
 Two layouts. kaggle-flat: `train/<class>.<n>.<ext>` (classes from `competition.classes`, label = index,
 so for Dogs vs. Cats dog = 1 = the submission's `label`) and `test/<id>.<ext>` with integer ids.
-folder: one sub-folder per class (label = index in sorted names), optionally `test/` (ids = file stems).
+folder: one sub-folder per class (label = index in sorted names), optionally `test/` (ids = file stems);
+at least two class folders holding images.
 
 The split is stratified by class, seeded, computed over every listed train image (before bad images
 are left out, so fixing or breaking one file never moves others between train and val), and written
@@ -20,7 +21,7 @@ import pandas as pd
 
 from kit.config import Config
 from kit.errors import KitError
-from kit.fsutil import atomic_path
+from kit.fsutil import atomic_path, writing
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEST_FOLDER = "test"
@@ -51,6 +52,10 @@ def list_dataset(cfg: Config, raw: Path) -> Listing:
     if listing.train.empty:
         raise KitError(f"no training images found in {raw} (layout {cfg.competition.layout}): "
                        "check competition.layout and the folder, or run `make download`")
+    if len(listing.classes) < 2:  # kaggle-flat: competition.classes is checked when the config loads
+        found = f"only {listing.classes[0]!r}" if listing.classes else "none"
+        raise KitError(f"{raw} has one class folder with images ({found}): a dataset needs at least two classes, "
+                       f"one sub-folder of images each (e.g. {raw}/cat/, {raw}/dog/)")
     return listing
 
 
@@ -174,7 +179,7 @@ def load_or_make_split(train: pd.DataFrame, index_dir: Path, seed: int,
     path = split_file(index_dir, seed, val_fraction)
     if not path.is_file():
         split = make_split(train, seed, val_fraction)
-        with atomic_path(path) as tmp:
+        with writing(path, "paths.data_dir"), atomic_path(path) as tmp:
             split.to_csv(tmp, index=False)
         return split, path
     split = pd.read_csv(path, dtype=str, keep_default_na=False)

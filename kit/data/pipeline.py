@@ -8,14 +8,19 @@ Resized images are kept as uint8 in one array per image list: on disk as a memor
 (`data.cache: disk`, the default: 25,000 images at 224 px are 3.7 GB), in RAM (`memory`), or
 not at all (`none`: every epoch decodes the JPEGs again). The file name carries a key of every
 setting that produced it (the files, their sizes and times, the image size, the resize method),
-so a change of any of them builds a new cache instead of reading a stale one.
+so a change of any of them builds a new cache instead of reading a stale one. Before a disk cache is
+written its size is checked against the free space (a refusal with both numbers, not a "Bus error" later)
+and its blocks are reserved; the temporaries of killed runs in the cache folder are removed (only those
+whose writer is gone: kit.fsutil.remove_stale_temporaries).
 Batches hold float32 pixels in [0, 255]; each model does its own preprocessing.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -27,13 +32,15 @@ from kit import paths as kit_paths
 from kit.data.augment import build_augmenter, tta_view
 from kit.config import Config
 from kit.errors import KitError
-from kit.fsutil import atomic_path
+from kit.fsutil import (atomic_path, gigabytes, remove_stale_temporaries, require_free_space,
+                        require_writable, writing)
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Part of the cache key. Plain bilinear, no antialiasing: that is how Keras' ImageNet backbones saw their
 # training images, and it measured better here (MobileNetV2 features + the same logistic head, 600
 # validation photos: log loss 0.0376 without antialiasing, 0.0416 with it).
 RESIZE = {"method": "bilinear", "antialias": False, "version": 2}
+CACHE_MARGIN = 64 * 1024 * 1024  # bytes kept free beyond a disk cache (1% for big ones)
 
 
 def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -84,8 +91,9 @@ def _decode_all(paths: Sequence[str], size: int, out: np.ndarray, desc: str) -> 
                 bar.update(len(batch))
         except tf.errors.OpError as error:
             bad = _first_unreadable(paths[done:done + batch_size])
-            raise KitError(f"cannot decode image {bad}: rerun `make data` to re-check the images "
-                           f"({str(error).splitlines()[0][:120]})") from None
+            raise KitError(f"cannot decode image {bad} ({str(error).splitlines()[0][:120]}): rerun `make data` to "
+                           "re-check the images; if it passes this file, TensorFlow cannot read what Pillow can: "
+                           "save it as PNG or remove it") from None
 
 
 def _first_unreadable(paths: Sequence[str]) -> str:
@@ -115,13 +123,56 @@ def load_images(cfg: Config, paths: Sequence[str], name: str) -> np.ndarray | No
     if mode != "disk":
         raise KitError(f"config key 'data.cache' must be disk, memory or none, got {mode!r}")
     final = cache_file(cfg, paths, name)
+    for stale, freed in remove_stale_temporaries(final.parent):  # what killed runs left (their writer is gone)
+        print(f"removed {stale} ({gigabytes(freed)}), left by an interrupted run", flush=True)
     if not final.exists():  # written under a temporary name: an interrupted build is never used
-        with atomic_path(final, suffix=".npy") as tmp:
-            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-            _decode_all(paths, size, images, f"caching {name} at {size}px")
-            images.flush()
-            del images
+        _build_disk_cache(final, paths, size, name)
     return np.load(final, mmap_mode="r")
+
+
+def cache_bytes(n: int, size: int) -> int:
+    """What a disk cache of `n` images at `size` px needs: the pixels, the .npy header, and a margin."""
+    pixels = n * size * size * 3 + 4096
+    return pixels + max(CACHE_MARGIN, pixels // 100)
+
+
+def _build_disk_cache(final: Path, paths: list[str], size: int, name: str) -> None:
+    """Write the memory-mapped cache under a temporary name, its blocks reserved first.
+
+    Writing a memory-mapped file on a full disk is a SIGBUS ("Bus error"), not an exception: so the free
+    space is checked first (a message with the numbers), then the whole file is allocated (posix_fallocate
+    fails with ENOSPC instead), and only then are pixels written.
+    """
+    folder = final.parent
+    fix = "free space, set paths.cache_dir to a bigger disk, or data.cache=none"
+    require_writable(folder, "paths.cache_dir", also=", or set data.cache=none")
+    what = f"the pixel cache for {name} ({len(paths):,} images at {size}px)"
+    require_free_space(folder, cache_bytes(len(paths), size), what, fix)
+    with writing(folder, "paths.cache_dir", also=", or set data.cache=none"), \
+            atomic_path(final, suffix=".npy") as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
+        _reserve(tmp, what, folder, fix)
+        _decode_all(paths, size, images, f"caching {name} at {size}px")
+        images.flush()
+        del images
+
+
+def _reserve(path: Path, what: str, folder: Path, fix: str) -> None:
+    """Allocate every block of `path` now, so that writing through the memory map cannot hit a full disk."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(folder).free
+            raise KitError(f"{what} needs {gigabytes(os.fstat(fd).st_size)} in {folder}, {gigabytes(free)} free "
+                           f"(the disk filled up): {fix}") from None
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _batches(images: np.ndarray | None, paths: Sequence[str], size: int, labels: np.ndarray | None,

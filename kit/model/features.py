@@ -43,7 +43,7 @@ from kit.data import pipeline
 from kit.data.augment import build_augmenter
 from kit.config import Config, with_image_size
 from kit.errors import KitError
-from kit.fsutil import atomic_path, write_text_atomic
+from kit.fsutil import atomic_path, remove_stale_temporaries, require_free_space, write_text_atomic, writing
 
 FEATURES_DIR = "features"
 KEY_VERSION = 1  # bump when the way features are computed changes
@@ -156,10 +156,17 @@ def features(cfg: Config, model: keras.Model, paths: Sequence[str], name: str, v
     final = feature_file(cfg, key, name)
     if final.exists():
         return np.load(final)
+    with writing(final.parent, "paths.cache_dir"):
+        final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final.parent)  # what a killed run left; never a running process's file
+    dim = feature_extractor(model).output.shape[-1]
+    require_free_space(final.parent, len(paths) * dim * 4 + 64 * 2 ** 20, f"the feature cache for {name}",
+                       "free space, set paths.cache_dir to a bigger disk")  # before minutes of forward passes
     out = _compute(cfg, model, paths, name, view, augment_pass, identity)
-    write_text_atomic(final.with_suffix(".json"), json.dumps(key, indent=2) + "\n")
-    with atomic_path(final, suffix=".npy") as tmp:  # an interrupted run never leaves a partial file
-        np.save(tmp, out)
+    with writing(final.parent, "paths.cache_dir"):
+        write_text_atomic(final.with_suffix(".json"), json.dumps(key, indent=2) + "\n")
+        with atomic_path(final, suffix=".npy") as tmp:  # an interrupted run never leaves a partial file
+            np.save(tmp, out)
     return out
 
 

@@ -35,31 +35,51 @@ class RunFiles:
     notes: list[str] = field(default_factory=list)
 
 
-def _read_csv(path: Path, required: list[str], notes: list[str], missing_means: str) -> pd.DataFrame | None:
+def _read_csv(path: Path, required: list[str], notes: list[str], missing_means: str,
+              numbers: bool = False) -> pd.DataFrame | None:
+    """The CSV at `path` with the `required` columns, else None and a note; `numbers`: every column numeric
+    and the first required one (epoch, step) never empty, as the train stage writes them."""
     if not path.is_file():
         notes.append(f"{path.name} is missing: {missing_means}")
         return None
     try:
         frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, OSError) as error:  # pandas' ParserError and EmptyDataError too
         notes.append(f"{path.name} could not be read ({type(error).__name__}): {missing_means}")
         return None
     absent = [c for c in required if c not in frame.columns]
     if absent:
         notes.append(f"{path.name} lacks columns {', '.join(absent)}: {missing_means}")
         return None
+    if numbers:
+        for column in frame.columns:
+            values = pd.to_numeric(frame[column], errors="coerce")
+            bad = frame[column][values.isna() & frame[column].notna()]
+            if len(bad):
+                notes.append(f"{path.name} has values that are not numbers (column {column}, e.g. "
+                             f"{str(bad.iloc[0])[:40]!r}): {missing_means}")
+                return None
+            frame[column] = values
+        if frame[required[0]].isna().any():
+            notes.append(f"{path.name} has rows without a {required[0]}: {missing_means}")
+            return None
     return frame
 
 
-def _read_json(path: Path, notes: list[str]):
+def _read_json(path: Path, notes: list[str], kind: type, what: str):
+    """The JSON value at `path` if it is a `kind` (dict, list), else None and a note."""
     if not path.is_file():
         notes.append(f"{path.name} is missing")
         return None
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        value = json.loads(path.read_text())
+    except (ValueError, OSError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         notes.append(f"{path.name} is not valid JSON")
         return None
+    if not isinstance(value, kind):
+        notes.append(f"{path.name} is not {what}")
+        return None
+    return value
 
 
 def _resolve_paths(frame: pd.DataFrame, run_dir: RunDir) -> pd.Series:
@@ -71,10 +91,18 @@ def _resolve_paths(frame: pd.DataFrame, run_dir: RunDir) -> pd.Series:
 
 
 def _classes(files: RunFiles, raw_predictions: pd.DataFrame | None) -> list[str] | None:
-    classes = _read_json(files.run_dir.classes_file, files.notes) or files.summary.get("classes")
+    classes = _read_json(files.run_dir.classes_file, files.notes, list, "a list of class names")
+    if not classes and isinstance(files.summary.get("classes"), list):
+        classes = files.summary["classes"]
     if not classes and raw_predictions is not None and "class_name" in raw_predictions.columns:
-        pairs = raw_predictions[["label", "class_name"]].drop_duplicates().sort_values("label")
+        try:
+            pairs = raw_predictions[["label", "class_name"]].drop_duplicates().sort_values("label")
+        except TypeError:  # labels of mixed types: no order to take the names in
+            pairs = raw_predictions.iloc[:0]
         classes = list(pairs["class_name"].astype(str))
+    if classes and len(classes) < 2:
+        files.notes.append(f"the run names fewer than two classes ({classes}): no confusion matrix")
+        return None
     return [str(c) for c in classes] if classes else None
 
 
@@ -83,11 +111,12 @@ def load_run_files(run_dir: RunDir | str | Path) -> RunFiles:
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     files = RunFiles(run_dir)
     notes = files.notes
-    files.metrics = _read_csv(run_dir.metrics, ["epoch", "val_log_loss"], notes, "no loss plot or metrics")
+    files.metrics = _read_csv(run_dir.metrics, ["epoch", "val_log_loss"], notes, "no loss plot or metrics",
+                              numbers=True)
     if files.metrics is not None:
         files.metrics = files.metrics.sort_values("epoch", kind="stable").reset_index(drop=True)
-    files.lr = _read_csv(run_dir.lr, ["step", "epoch", "lr"], notes, "no learning-rate plot")
-    files.summary = _read_json(run_dir.summary_file, notes) or {}
+    files.lr = _read_csv(run_dir.lr, ["step", "epoch", "lr"], notes, "no learning-rate plot", numbers=True)
+    files.summary = _read_json(run_dir.summary_file, notes, dict, "a JSON object") or {}
     config_name = run_dir.config_file.name
     if run_dir.config_file.is_file():
         files.config_text = run_dir.config_file.read_text(errors="replace")
@@ -100,7 +129,7 @@ def load_run_files(run_dir: RunDir | str | Path) -> RunFiles:
     else:
         notes.append(f"{config_name} is missing: the settings below are unknown")
     if run_dir.versions_file.is_file():
-        files.versions_text = run_dir.versions_file.read_text()
+        files.versions_text = run_dir.versions_file.read_text(errors="replace")
     raw = _read_csv(run_dir.val_predictions, ["path", "label"], notes, "no confusion matrix, galleries or TTA scores")
     files.classes = _classes(files, raw)
     if raw is not None and files.classes:
@@ -118,8 +147,9 @@ def load_run_files(run_dir: RunDir | str | Path) -> RunFiles:
 
 def best_epoch(files: RunFiles) -> int | None:
     """The best epoch, counted from 1: summary.json's, else the lowest val_log_loss in metrics.csv."""
-    if files.summary.get("best_epoch"):
-        return int(files.summary["best_epoch"])
+    recorded = files.summary.get("best_epoch")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+        return recorded
     if files.metrics is not None and files.metrics["val_log_loss"].notna().any():
         return int(files.metrics.loc[files.metrics["val_log_loss"].idxmin(), "epoch"]) + 1
     return None

@@ -32,7 +32,13 @@ def prediction_table(frame: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
             raise KitError(f"val_predictions.csv lacks {', '.join(missing)}: it does not match classes.json")
         probs = frame[columns].to_numpy(dtype=float)
         pred = probs.argmax(axis=1)
-    labels = frame["label"].to_numpy(dtype=int)
+    if not np.isfinite(probs).all() or (probs < 0).any() or (probs > 1).any():
+        raise KitError("val_predictions.csv holds probabilities that are NaN or outside [0, 1]: it is damaged; "
+                       "retrain the run with `make train`")
+    labels = frame["label"].to_numpy(dtype=float)
+    if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+        raise KitError("val_predictions.csv holds labels that are not class numbers: it is damaged")
+    labels = labels.astype(int)
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise KitError(f"val_predictions.csv labels must be 0..{len(classes) - 1}: it does not match classes.json")
     rows = np.arange(len(frame))

@@ -2,7 +2,9 @@
 
     python -m kit export [--run NAME] [--out DIR]          (make export RUN=NAME OUT=DIR)
 
-Writes <run>/export/ (or --out) through a temporary folder, renamed only when every check passed:
+Writes <run>/export/ (or --out: a new or empty folder, or an earlier export) through a temporary folder,
+put in place only when every check passed; only kit's own files are written or replaced
+(kit/submit/export_folder.py), anything else in the folder is left alone:
   model.keras            Keras 3 (`keras.saving.load_model`; ResNet50 runs also need `import kit.model.backbones`)
   saved_model/           TensorFlow SavedModel: serving_default(image) -> {probabilities}; labels() -> {labels}
   model.tflite           TFLite float32, built-in ops only (the plain LiteRT runtime, no Flex delegate)
@@ -36,9 +38,9 @@ from kit.config import Config
 from kit.data.dataset import load_index
 from kit.data.user_images import read_images
 from kit.errors import KitError
-from kit.fsutil import atomic_path
 from kit.provenance import library_versions
 from kit.runs import RunDir
+from kit.submit.export_folder import MARKER, check_target, staged
 
 # format -> (file or folder name, quantized?)
 FORMATS = {
@@ -48,6 +50,7 @@ FORMATS = {
     "tflite_float16": ("model_float16.tflite", True),
     "tflite_dynamic": ("model_dynamic.tflite", True),
 }
+LABELS = "labels.txt"
 CHECK_IMAGES = 32  # validation images every exported model is compared on
 INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
 
@@ -202,7 +205,7 @@ def contract(run_dir: RunDir, classes: list[str], size: int, report: dict, sourc
     """What export.json says: how to feed the models, what comes out, and how well each matched Keras."""
     return {
         "run": run_dir.name, "source_model": str(run_dir.best_model.absolute()), "classes": classes,
-        "labels_file": "labels.txt",
+        "labels_file": LABELS,
         "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "layout": "NHWC",
                   "channels": "RGB", "range": [0, 255],
                   "preprocessing": f"resize to {size}x{size} (bilinear); normalisation is inside the model"},
@@ -222,21 +225,22 @@ def run(cfg: Config, run_name: str | None = None, out: str | None = None) -> Pat
     """Export a run (default: submit.run, else the newest) into `out` (default: <run>/export); return the folder."""
     formats = checked_formats(cfg)
     run_dir = RunDir.find(cfg, run_name)
+    final = Path(out) if out else run_dir.export
+    check_target(final, "--out" if out else None)  # before the slow part, and before anything is written
     model, classes = run_dir.load_model()
     size = run_dir.image_size(model)
     model = deployable(model, classes)
     images, source = reference_images(cfg, run_dir, size, classes)
     expected = model.predict(images, batch_size=32, verbose=0)
-    final = Path(out) if out else run_dir.export
     print(f"export: run {run_dir.name} ({len(classes)} classes, {size} px) as {', '.join(formats)}, "
           f"checked on {len(images)} validation images")
-    with atomic_path(final) as folder, tempfile.TemporaryDirectory(prefix="kit-export-") as scratch:
-        folder.mkdir()
+    own = [name for name, _ in FORMATS.values()] + [LABELS, MARKER]
+    with staged(final, own) as folder, tempfile.TemporaryDirectory(prefix="kit-export-") as scratch:
         written = write_formats(model, folder, Path(scratch), formats, classes, size)
         report = compare(cfg, written, images, expected)
-        (folder / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
+        (folder / LABELS).write_text("".join(f"{name}\n" for name in classes))
         meta = contract(run_dir, classes, size, report, source, len(images))
-        (folder / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+        (folder / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     for fmt, item in report.items():
         print(f"  {item['file']:<22} {item['bytes'] / 1e6:8.2f} MB   max |difference| {item['max_abs_difference']:.2e}"
               f"   (tolerance {item['tolerance']:g})")

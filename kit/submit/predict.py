@@ -9,6 +9,11 @@ that cannot be read is reported with its reason and the rest are still predicted
 status 2) only when no image at all could be predicted, because a folder of photos with one broken file
 should still give answers for the others. The table goes to --csv, else to
 <run>/predictions/predict-<YYYYmmdd-HHMMSS>.csv; `run` returns that CSV's path.
+
+--csv must name a .csv file that is not one of the inputs; an existing file there is replaced only when
+it is an earlier `make predict` table (its header starts `path,prediction`) or empty, so it can never
+be an image, a submission or another file of yours. A .csv inside an input folder is fine: folders are
+read for image files only.
 """
 from __future__ import annotations
 
@@ -90,6 +95,34 @@ def write_csv(frame: pd.DataFrame, csv: str | Path) -> Path:
     return final
 
 
+PREDICTIONS_HEADER = "path,prediction"  # how an earlier predictions CSV (results_frame's) begins
+
+
+def check_csv(csv: str, entries: list[tuple[str, str]]) -> None:
+    """Refuse a --csv path that could destroy something: an input, a folder, a file that is not our table."""
+    path = Path(csv)
+    if path.is_dir():
+        raise KitError(f"--csv {csv} is a folder: give a file name, e.g. {path / 'predictions.csv'}")
+    if path.suffix.lower() != ".csv":
+        raise KitError(f"--csv {csv} does not end in .csv: give a new CSV file name, e.g. {path.with_suffix('.csv')}")
+    blocked = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise KitError(f"--csv {csv} cannot be written: {blocked} is a file, not a folder; give another path")
+    if not path.exists():
+        return
+    if any(Path(item).exists() and path.samefile(item) for item, _ in entries):
+        raise KitError(f"--csv {csv} is one of the inputs: write the predictions to another file, "
+                       f"e.g. {path.with_name(path.stem + '-predictions.csv')}")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(PREDICTIONS_HEADER))
+    except OSError as error:
+        raise KitError(f"--csv {csv} cannot be read ({error.strerror}): give another file name") from None
+    if head and head != PREDICTIONS_HEADER.encode():
+        raise KitError(f"--csv {csv} already exists and is not an earlier `make predict` table (it does not start "
+                       f"with '{PREDICTIONS_HEADER}'): give a new file name, or move that file away first")
+
+
 def run(cfg: Config, images: Sequence[str], run_name: str | None = None, top_k: int = 3, tta: bool = False,
         csv: str | None = None) -> Path:
     """Predict `images` (files or folders) with a run; print the top-k classes per image; return the CSV written.
@@ -99,11 +132,11 @@ def run(cfg: Config, images: Sequence[str], run_name: str | None = None, top_k: 
     """
     if top_k < 1:
         raise KitError(f"--top-k is {top_k}: show at least one class, e.g. --top-k 3")
-    if csv and Path(csv).is_dir():
-        raise KitError(f"--csv {csv} is a folder: give a file name, e.g. {Path(csv) / 'predictions.csv'}")
     entries = image_files(images)
     if not entries:
         raise KitError("no images given: name image files or folders, e.g. `python -m kit predict photo.jpg`")
+    if csv:
+        check_csv(csv, entries)
     run_dir = RunDir.find(cfg, run_name)
     model, classes = run_dir.load_model()
     at_size = with_image_size(cfg, run_dir.image_size(model))  # the run's size, not the current config's

@@ -7,12 +7,19 @@ the label column's direction: label = P(dog)), and its log loss is printed and s
 submission, so a flipped label or misaligned ids shows up as a bad score before any upload.
 Writes submissions/<run>-<timestamp>.csv and copies it to submission.csv (each through a temporary
 name); a check that fails leaves every existing submission untouched.
+
+The validation images scored are the run's own (runs/<run>/split.csv, `RunDir.validation_split`), whatever
+data.seed and data.val_fraction say now: another split would score the run on some of its training images.
+A run saved before runs kept their split is scored on the index's validation split, and only when its
+config.yaml has the same seed and fraction. submission.csv.json records which ("val_split": "run"/"index").
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from kit import paths as kit_paths
 from kit.config import Config, with_image_size
@@ -36,11 +43,53 @@ def clip_table(labels: np.ndarray, probabilities: np.ndarray, chosen: float) -> 
     return "validation log loss by clip bound (* = submit.clip): " + ", ".join(cells)
 
 
-def score_validation(cfg: Config, model, index, classes: list[str], from_features: bool = False) -> dict:
-    """Validation metrics through the submission's own path (TTA, clipping, column direction)."""
-    labels = index.val["label"].to_numpy()
+def validation_images(cfg: Config, run_dir: RunDir, index) -> tuple[pd.DataFrame, str]:
+    """(path, label of the images the run was validated on, "run" or "index"): never another split's.
+
+    The run's split.csv when it has one (each image must still be in the index); for an older run without
+    it, the index's validation split, provided the run's saved data.seed and data.val_fraction are cfg's.
+    """
+    split = run_dir.validation_split()
+    if split is not None:
+        if not {"path", "label"} <= set(split.columns) or split.empty:
+            raise KitError(f"{run_dir.split_file} of run {run_dir.name} is damaged (no path,label rows): retrain "
+                           "the run with `make train`, or pick another run with submit.run")
+        everything = index if cfg.data.limit_per_class <= 0 else load_index(_unlimited(cfg))
+        known = set(everything.train["path"]) | set(everything.val["path"])
+        gone = [path for path in split["path"] if path not in known]
+        if gone:
+            raise KitError(f"run {run_dir.name} was validated on images the index no longer has (e.g. {gone[0]}; "
+                           f"{len(gone)} of {len(split)}): rebuild the index of the data it was trained on with "
+                           "`make data`, or pick another run with submit.run")
+        return split[["path", "label"]].reset_index(drop=True), "run"
+    saved = run_dir.saved_config().get("data") or {}
+    theirs = {key: saved.get(key) for key in ("seed", "val_fraction")}
+    ours = {"seed": cfg.data.seed, "val_fraction": cfg.data.val_fraction}
+    if None in theirs.values():
+        raise KitError(f"run {run_dir.name} keeps neither split.csv nor data.seed and data.val_fraction in its "
+                       f"{run_dir.config_file.name}, so its validation images are unknown: retrain it with "
+                       "`make train`, or pick another run with submit.run")
+    if theirs != ours:
+        def show(values: dict) -> str:
+            return " ".join(f"data.{key}={value}" for key, value in values.items())
+        raise KitError(f"run {run_dir.name} keeps no split.csv and was trained with {show(theirs)}, not this config's "
+                       f"{show(ours)}: its validation score here would count its own training images; submit with "
+                       f"--set \"{show(theirs)}\" (make: SET=\"{show(theirs)}\")")
+    return index.val[["path", "label"]].reset_index(drop=True), "index"
+
+
+def _unlimited(cfg: Config) -> Config:
+    """cfg with data.limit_per_class off: every indexed image, not a sample."""
+    full = copy.deepcopy(cfg)
+    full.data.limit_per_class = 0
+    return full
+
+
+def score_validation(cfg: Config, model, val: pd.DataFrame, classes: list[str], from_features: bool = False) -> dict:
+    """Validation metrics of the images `val` (path, label) through the submission's own path (TTA, clipping)."""
+    labels = val["label"].to_numpy()
     # Predicted here, by the same code as the test set: no shortcut through saved predictions.
-    probabilities = predict_split(cfg, model, list(index.val["path"]), "val", from_features)
+    probabilities = predict_split(cfg, model, list(val["path"]), "val", from_features)
     print(f"submit: {clip_table(labels, probabilities, cfg.submit.clip)}")
     return validation_score(labels, probabilities, cfg.submit.clip, classes)
 
@@ -52,6 +101,7 @@ def run(cfg: Config) -> Path:
         raise KitError("this dataset has no test images and sample_submission.csv: nothing to submit "
                        "(use `make predict` for your own images)")
     run_dir = RunDir.find(cfg)
+    val, val_split = validation_images(cfg, run_dir, index)  # before the slow part: a refusal costs nothing
     model, classes = run_dir.load_model()
     if classes != index.classes:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "
@@ -60,12 +110,12 @@ def run(cfg: Config) -> Path:
     print(f"submit: run {run_dir.name} at {cfg.data.image_size} px, TTA views {cfg.submit.tta}, "
           f"clip {cfg.submit.clip}")
     from_features = run_dir.is_head_only_on_features()
-    score = score_validation(cfg, model, index, classes, from_features)
+    score = score_validation(cfg, model, val, classes, from_features)
     print(f"submit: validation log loss {score['val_log_loss']:.4f}, accuracy {score['val_accuracy']:.4f} "
-          f"on {score['val_rows']} images (after TTA and clipping; constant prior scores "
+          f"on {score['val_rows']} images of the {val_split}'s split (after TTA and clipping; constant prior scores "
           f"{score['val_prior_log_loss']:.4f})")
     test_probabilities = predict_split(cfg, model, list(index.test["path"]), "test", from_features)
     frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
-    meta = {**score, "run": run_dir.name, "tta": list(cfg.submit.tta), "competition": cfg.competition.slug}
+    meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta), "competition": cfg.competition.slug}
     return write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
                             cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))

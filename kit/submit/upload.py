@@ -7,18 +7,30 @@ The default message comes from `<file>.json`, which the submit stage writes besi
 (`{"run": ..., "val_log_loss": ..., "git_commit": ...}`), e.g.
 "kit run dvc-20261121-2030 | val log loss 0.0412 | commit abc1234". Kaggle's answer is printed and
 the submitted file's path returned; a refused or failed upload is a KitError.
+
+Before anything goes over the network the file gets the submit stage's checks against the competition's
+sample_submission.csv (header, exactly its ids, probabilities in [0, 1], no NaN, rows summing to 1): each
+upload costs one of the day's Kaggle submissions. A file whose bytes no longer match the sha256 in its
+.json was edited after `make submit`: the run and score there do not describe it, so it is uploaded only
+with a message of your own (--message or submit.message).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from kit.data import kaggle_api
 from kit import paths as kit_paths
 from kit.config import Config
+from kit.data.dataset import SAMPLE_SUBMISSION
 from kit.provenance import git_commit
 from kit.errors import KitError
+from kit.submit.submission import check_submission, meta_path, read_sample
 
 
 def find_submission(cfg: Config, file: str | Path) -> Path:
@@ -37,17 +49,46 @@ def _short_commit(commit: str) -> str:
     return head[:7] + plus + rest
 
 
-def default_message(submission: Path) -> str:
-    """'kit run <run> | val log loss <x> | commit <sha>' from <file>.json, with what is known."""
-    meta_path = submission.with_name(submission.name + ".json")
+def check_file(cfg: Config, submission: Path) -> None:
+    """The submit stage's checks on the file's bytes, against the competition's sample submission."""
+    sample_path = kit_paths.raw_dir(cfg) / SAMPLE_SUBMISSION
+    if not sample_path.is_file():
+        raise KitError(f"cannot check {submission} before uploading it: no sample submission at {sample_path}; "
+                       "download the competition first with `make download`")
+    sample = read_sample(sample_path)
+    try:
+        frame = pd.read_csv(io.BytesIO(submission.read_bytes()))
+    except (ValueError, UnicodeDecodeError, OSError) as error:  # pandas' ParserError and EmptyDataError too
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
+        raise KitError(f"{submission} is not a CSV submission ({first}): upload the file `make submit` "
+                       "wrote (submission.csv)") from None
+    try:
+        check_submission(frame, sample)
+    except KitError as error:
+        raise KitError(f"{submission} was not uploaded: {error}") from None
+
+
+def read_meta(submission: Path) -> dict:
+    """<file>.json as written by the submit stage ({} when missing or unreadable, with a note)."""
+    path = meta_path(submission)
     meta: dict = {}
-    if meta_path.is_file():
+    if path.is_file():
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            print(f"note: cannot read {meta_path} ({type(exc).__name__}); the message is built without it")
-        if not isinstance(meta, dict):
-            meta = {}
+            print(f"note: cannot read {path} ({type(exc).__name__}); the message is built without it")
+    return meta if isinstance(meta, dict) else {}
+
+
+def edited_after_submit(submission: Path, meta: dict) -> bool:
+    """Whether the file's bytes differ from the sha256 the submit stage recorded for it."""
+    recorded = meta.get("sha256")
+    return isinstance(recorded, str) and hashlib.sha256(submission.read_bytes()).hexdigest() != recorded
+
+
+def default_message(submission: Path, meta: dict | None = None) -> str:
+    """'kit run <run> | val log loss <x> | commit <sha>' from <file>.json, with what is known."""
+    meta = read_meta(submission) if meta is None else meta
     parts = [f"kit run {meta['run']}" if meta.get("run") else f"kit {submission.name}"]
     loss = meta.get("val_log_loss")
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
@@ -63,7 +104,16 @@ def run(cfg: Config, file: str = "submission.csv", message: str | None = None, a
 
     `api`: a KaggleApi (tests)."""
     submission = find_submission(cfg, file)
-    text = message or cfg.submit.message or default_message(submission)
+    check_file(cfg, submission)
+    meta, own = read_meta(submission), message or cfg.submit.message
+    if edited_after_submit(submission, meta):
+        if not own:
+            raise KitError(f"{submission} was edited after `make submit` wrote it (its sha256 is not the one in "
+                           f"{meta_path(submission).name}), so the run and score there would not describe it: "
+                           "run `make submit` again, or upload it with a message of your own (--message \"...\")")
+        print(f"note: {submission} was edited after `make submit` wrote it; {meta_path(submission).name} "
+              "does not describe it, your message is used")
+    text = own or default_message(submission, meta)
     slug = cfg.competition.slug
     print(f"submitting {submission} to {slug} with message: {text}", flush=True)
     answer = kaggle_api.submit_file(slug, submission, text, api=api)

@@ -139,16 +139,29 @@ def warn_mid_cycle(cfg: Config) -> None:
               f"{[e for e in ends if e <= 64][:6]} epochs")
 
 
-def prepare_run(cfg: Config, classes: list[str]) -> RunDir:
-    run_dir, resuming = RunDir.for_training(cfg)
+def prepare_run(cfg: Config, index, run_dir: RunDir, resuming: bool) -> None:
+    """Continue an unfinished run (its logs trimmed to the last completed epoch) or start one anew."""
     if resuming:
+        check_same_split(run_dir, index)
         done = run_dir.completed_epochs(cfg.train.head_epochs)
         run_dir.trim_logs(done)
         print(f"train: resuming run {run_dir.name} after epoch {done} (same config; train.resume=false starts anew)")
     else:
-        run_dir.start(cfg, classes)
+        run_dir.discard()  # what a run that never completed an epoch left; nothing when the folder is new
+        run_dir.start(cfg, index.classes, index.val)
         print(f"train: new run {run_dir.path}")
-    return run_dir
+
+
+def check_same_split(run_dir: RunDir, index) -> None:
+    """A run is resumed only on the validation images it started with: its best epoch is chosen on them."""
+    saved = run_dir.validation_split()
+    if saved is None:
+        return
+    before, now = set(saved["path"]), set(index.val["path"])
+    if before != now:
+        raise KitError(f"cannot resume run {run_dir.name}: its validation images changed since it started "
+                       f"({len(now - before)} added, {len(before - now)} gone; images added, removed or "
+                       f"quarantined): start a new run with --set train.resume=false")
 
 
 def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
@@ -165,7 +178,7 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}
-    if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: the steps taken, resumed runs included
+    if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: its steps, resumed ones too
         summary["optimizer_iterations"] = int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations))
     run_dir.finish(summary)
     return summary
@@ -187,15 +200,18 @@ def run(cfg: Config) -> Path:
     index = load_index(cfg)
     check_plan(cfg, index)
     keras.utils.set_random_seed(cfg.data.seed)  # head init, shuffling, augmentation: a run can be repeated
-    started, run_dir = time.time(), prepare_run(cfg, index.classes)
-    print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
-          f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
-    trainer = Trainer(cfg, run_dir, index)
-    if cfg.train.head_epochs:
-        trainer.train_head()
-    if cfg.train.finetune_epochs:
-        trainer.finetune()
-    summary = finish(cfg, trainer, started)
+    run_dir, resuming = RunDir.for_training(cfg)
+    with run_dir.lock.held(f"run {run_dir.name}"):  # one process at a time trains a run
+        started = time.time()
+        prepare_run(cfg, index, run_dir, resuming)
+        print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
+              f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
+        trainer = Trainer(cfg, run_dir, index)
+        if cfg.train.head_epochs:
+            trainer.train_head()
+        if cfg.train.finetune_epochs:
+            trainer.finetune()
+        summary = finish(cfg, trainer, started)
     write_report(run_dir)
     print(f"train: best epoch {summary['best_epoch']} with validation log loss {summary['val_log_loss']:.4f} "
           f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping); "

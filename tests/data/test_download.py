@@ -1,9 +1,11 @@
 """`make download`: every source, verified extraction, idempotence, and bad zips refused with nothing lost."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import os
 import shutil
 import stat
 import time
@@ -16,6 +18,7 @@ from kit import paths
 from kit.data import download
 from kit.errors import KitError
 from tests.data.test_kaggle_api import FakeApi, http_error
+from tests.fixtures import dead_pid, free_space, running_process, temporary_name
 
 TRAIN, TEST = 40, 12  # the competition_zip fixture: 2 x 20 train, 12 test
 
@@ -181,10 +184,35 @@ def test_interrupted_extraction_is_redone(cfg, competition_zip):
     raw = paths.raw_dir(cfg)
     (raw / "train").mkdir(parents=True)  # a half-extracted raw/ without a marker
     (raw / "train" / "cat.0.jpg").write_bytes(b"half")
-    leftover = raw.parent / ".raw.abc123.tmp"  # a killed run's temporary folder
-    (leftover / "train").mkdir(parents=True)
+    killed = raw.parent / temporary_name("raw", dead_pid())  # a killed run's temporary folder
+    legacy = raw.parent / ".raw.abc123.tmp"  # one from before names carried the pid: gone once an hour old
+    for leftover in (killed, legacy):
+        (leftover / "train").mkdir(parents=True)
+    os.utime(legacy / "train", (time.time() - 7200,) * 2)
+    os.utime(legacy, (time.time() - 7200,) * 2)
     assert_complete(download.run(cfg, str(competition_zip)))
-    assert not leftover.exists() and no_leftovers(raw)
+    assert not killed.exists() and not legacy.exists() and no_leftovers(raw)
+
+
+def test_a_running_extractions_temporary_folder_is_left_alone(cfg, competition_zip):
+    """Two downloads into one data folder: the second must not delete what the first is still writing."""
+    raw = paths.raw_dir(cfg)
+    with running_process() as pid:
+        busy = raw.parent / temporary_name("raw", pid)
+        fresh_legacy = raw.parent / ".raw.abc123.tmp"  # untagged, but written a moment ago
+        for folder in (busy, fresh_legacy):
+            (folder / "train").mkdir(parents=True)
+        assert_complete(download.run(cfg, str(competition_zip)))
+        assert (busy / "train").is_dir() and (fresh_legacy / "train").is_dir()
+
+
+def test_raw_moved_aside_by_a_killed_swap_is_put_back(cfg, competition_zip, good_raw, capsys):
+    raw, before = good_raw
+    raw.rename(raw.parent / ".raw.old")  # killed between atomic_path's two renames
+    assert download.run(cfg, str(competition_zip)) == raw
+    assert snapshot(raw) == before and no_leftovers(raw)
+    out = capsys.readouterr().out
+    assert "putting back" in out and "nothing to do" in out
 
 
 def test_interrupt_during_extraction_keeps_the_old_raw(cfg, competition_zip, good_raw, tmp_path, monkeypatch):
@@ -317,6 +345,102 @@ def test_damaged_download_says_to_delete_it(cfg, competition_zip, tmp_path):
 def test_missing_from_path(cfg, tmp_path):
     with pytest.raises(KitError, match="no such file or folder"):
         download.run(cfg, str(tmp_path / "nope.zip"))
+
+
+# --- a full disk, a folder that cannot be written: one line naming the path and the fix, nothing lost ---------
+
+def test_disk_full_during_extraction_keeps_the_old_raw(cfg, competition_zip, good_raw, tmp_path, monkeypatch):
+    raw, before = good_raw
+    real_copy, copied = download._copy, []
+
+    def filling_up(zf, info, target, source, progress=False):
+        if len(copied) == 45:  # the scratch copies and most train images went in
+            raise OSError(errno.ENOSPC, "No space left on device")
+        copied.append(target)
+        return real_copy(zf, info, target, source, progress)
+
+    monkeypatch.setattr(download, "_copy", filling_up)
+    other = shutil.copy(competition_zip, tmp_path / "other.zip")
+    with pytest.raises(KitError) as error:
+        download.run(cfg, str(other))
+    assert str(error.value) == (f"cannot write {raw}: [Errno 28] No space left on device: free space on that disk, "
+                                "or set paths.data_dir to a folder on a bigger one; the partial extraction was "
+                                "removed, the previous raw/ (if any) is kept")
+    assert snapshot(raw) == before and no_leftovers(raw)
+
+
+def test_too_little_free_space_is_refused_before_extracting(cfg, competition_zip, good_raw, tmp_path, monkeypatch):
+    raw, before = good_raw
+    monkeypatch.setattr(shutil, "disk_usage", free_space(1e6))
+    other = shutil.copy(competition_zip, tmp_path / "other.zip")
+    with pytest.raises(KitError, match=rf"^extracting other.zip needs 67 MB in {raw.parent}, 1 MB free: free space on "
+                                       r"that disk, or set paths.data_dir to a folder on a bigger one$"):
+        download.run(cfg, str(other))
+    assert snapshot(raw) == before and no_leftovers(raw)
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "proc"])
+def test_a_data_dir_that_cannot_be_created(cfg, competition_zip, tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cfg.paths.data_dir = str(blocker / "data") if where == "under-a-file" else "/proc/kit-no-such-dir"
+    with pytest.raises(KitError) as error:
+        download.run(cfg, str(competition_zip))
+    message, competition = str(error.value), paths.competition_dir(cfg)
+    if where == "under-a-file":
+        assert message.startswith(f"cannot write {competition}: [Errno 20] Not a directory")
+        assert message.endswith("a part of that path is a file, not a folder: set paths.data_dir to a folder")
+    else:
+        assert message.startswith(f"cannot write {competition}: [Errno 2] No such file or directory")
+        assert message.endswith("that folder cannot be created there: set paths.data_dir to a writable folder")
+    assert "\n" not in message and blocker.read_text() == "not a folder"
+
+
+def test_disk_full_during_an_api_download_keeps_what_was_downloaded(cfg, competition_zip):
+    class FillingApi(FakeApi):
+        def competition_download_files(self, competition, path=None, force=False, quiet=True):
+            Path(path, f"{competition}.zip").write_bytes(competition_zip.read_bytes()[:5000])
+            Path(path, f"{competition}.zip.kaggle-partial").write_text("{}")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(KitError) as error:
+        download.run(cfg, api=FillingApi(competition_zip))
+    target = paths.download_dir(cfg) / f"{cfg.competition.slug}.zip"
+    assert str(error.value) == (f"cannot write {target.parent}: [Errno 28] No space left on device: free space on "
+                                "that disk, or set paths.data_dir to a folder on a bigger one; what was downloaded "
+                                "is kept, `make download` resumes it")
+    assert target.stat().st_size == 5000 and not paths.raw_dir(cfg).exists()
+
+
+# --- files changed after extraction: download notices, so "re-extract with make download" really fixes it ------
+
+def test_a_damaged_test_image_is_extracted_again(cfg, competition_zip, good_raw, capsys):
+    raw, before = good_raw
+    damaged = raw / "test" / "5.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:300])  # truncated, as a failing disk or an editor leaves it
+    capsys.readouterr()
+    download.run(cfg, str(competition_zip))
+    assert f"{raw} changed since it was extracted (test/5.jpg changed; 1 changed, 0 missing, 0 added): extracting " \
+           "again" in capsys.readouterr().out
+    assert {name: size for name, (size, _) in snapshot(raw).items()} == {n: s for n, (s, _) in before.items()}
+    assert_complete(raw)
+    download.run(cfg, str(competition_zip))
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_an_added_file_and_an_old_marker_are_extracted_again(cfg, competition_zip, good_raw, capsys):
+    raw, _ = good_raw
+    (raw / "train" / "cat.999.jpg").write_bytes(b"someone else's file")
+    capsys.readouterr()
+    download.run(cfg, str(competition_zip))
+    assert "(train/cat.999.jpg was added; 0 changed, 0 missing, 1 added)" in capsys.readouterr().out
+    assert not (raw / "train" / "cat.999.jpg").exists()
+    marker = json.loads((raw / download.MARKER).read_text())
+    del marker["files"]  # what kit wrote before it recorded the files
+    (raw / download.MARKER).write_text(json.dumps(marker))
+    download.run(cfg, str(competition_zip))
+    assert "extracted by an older kit that did not record its files" in capsys.readouterr().out
+    assert "files" in json.loads((raw / download.MARKER).read_text())
 
 
 @pytest.mark.real

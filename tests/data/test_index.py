@@ -1,6 +1,8 @@
 """kit.data.index: the data stage end to end on tiny folders; bad images quarantined, raw data never touched."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -221,6 +223,145 @@ def test_a_stale_index_is_an_error_and_the_cli_rebuilds_it_first(cfg: Config, ra
     run_data_stage_first("submit", cfg)  # current: submit does not re-index
     run_data_stage_first("upload", cfg)  # upload never reads the index
     assert "indexed" not in capsys.readouterr().out
+
+
+def test_the_fix_the_message_names_really_fixes_a_damaged_test_image(cfg: Config, competition_zip: Path,
+                                                                        capsys) -> None:
+    """Extract, damage a test image: the data stage names `make download`, which re-extracts; then it passes."""
+    from kit.data import download
+
+    raw = download.run(cfg, str(competition_zip))
+    data.run(cfg)
+    damaged = raw / "test" / "7.jpg"
+    damaged.write_bytes(damaged.read_bytes()[:400])
+    with pytest.raises(KitError, match=r"test image .*7\.jpg cannot be read: truncated image data; every test id "
+                                       r"needs a prediction: re-extract the competition with `make download`"):
+        data.run(cfg)
+    capsys.readouterr()
+    download.run(cfg, str(competition_zip))
+    assert "test/7.jpg changed" in capsys.readouterr().out
+    assert len(load_index(cfg).test) == 12 and data.run(cfg) and len(load_index(cfg).test) == 12
+
+
+def test_a_folder_datasets_damaged_test_image_names_the_folder_not_make_download(cfg: Config, tmp_path: Path) -> None:
+    folder = tmp_path / "pets"
+    for name in ("a", "b"):
+        for i in range(3):
+            write(folder / name / f"{i}.jpg", image_bytes(size=16, seed=i))
+    write(folder / "test" / "x.jpg", BAD_IMAGES["truncated"][0])
+    cfg.competition.layout, cfg.competition.folder = "folder", str(folder)
+    with pytest.raises(KitError, match=rf"needs a prediction: replace or remove it in {folder}; index left"):
+        data.run(cfg)
+
+
+def test_a_folder_dataset_needs_two_classes(cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "only-cats"
+    for i in range(6):
+        write(folder / "cat" / f"{i}.jpg", image_bytes(size=16, seed=i))
+    write(folder / "dog" / "notes.txt", b"no images here")
+    cfg.competition.layout, cfg.competition.folder = "folder", str(folder)
+    monkeypatch.setattr(images, "_check_all", lambda *a: pytest.fail("refused before checking images"))
+    with pytest.raises(KitError) as error:
+        data.run(cfg)
+    assert str(error.value) == (f"{folder} has one class folder with images (only 'cat'): a dataset needs at least "
+                                f"two classes, one sub-folder of images each (e.g. {folder}/cat/, {folder}/dog/)")
+    assert not paths.index_dir(cfg).exists()
+
+
+def test_a_class_whose_images_are_all_bad_names_its_folder(cfg: Config, tmp_path: Path) -> None:
+    folder = tmp_path / "pets"
+    for i in range(4):
+        write(folder / "cat" / f"{i}.jpg", image_bytes(size=16, seed=i))
+        write(folder / "dog" / f"{i}.jpg", b"")
+    cfg.competition.layout, cfg.competition.folder = "folder", str(folder)
+    with pytest.raises(KitError, match=rf"^class 'dog' has no readable training images in {folder / 'dog'}: add "
+                                       r"readable images to it \(see quarantine.csv\), or remove the folder$"):
+        data.run(cfg)
+    before = tree_hash(folder)
+    write(folder / "dog" / "0.jpg", image_bytes(size=16, seed=9))
+    assert tree_hash(folder) != before and data.run(cfg)  # fixed as the message said: it passes
+
+
+def test_classes_of_one_image_leave_no_validation_split(cfg: Config, tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    for name in ("a", "b"):
+        write(folder / name / "0.jpg", image_bytes(size=16))
+    cfg.competition.layout, cfg.competition.folder = "folder", str(folder)
+    with pytest.raises(KitError, match=r"no readable validation images in .*tiny with data.val_fraction=0.2: each "
+                                       r"class needs at least 2 readable images"):
+        data.run(cfg)
+
+
+def test_an_index_folder_that_cannot_be_written_fails_before_the_checks(cfg: Config, raw: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = tree_hash(raw)
+    monkeypatch.setattr(paths, "index_dir", lambda c: blocker / "index")
+    monkeypatch.setattr(images, "_check_all", lambda *a: pytest.fail("refused before checking images"))
+    with pytest.raises(KitError, match=rf"^cannot write {blocker / 'index'}: \[Errno 20\] Not a directory.*: a "
+                                       r"part of that path is a file, not a folder: set paths.data_dir to a folder$"):
+        data.run(cfg)
+    assert blocker.read_text() == "not a folder" and tree_hash(raw) == before
+
+
+def test_disk_full_while_writing_the_index_keeps_the_old_one(cfg: Config, raw: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    out = data.run(cfg)
+    before = {name: (out / name).read_bytes() for name in INDEX_FILES}
+    real = data._write_csv
+
+    def full(final, frame):
+        if final.name == "quarantine.csv":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(final, frame)
+
+    monkeypatch.setattr(data, "_write_csv", full)
+    cfg.data.seed = 3  # a new split: every index file would change
+    with pytest.raises(KitError, match=rf"^cannot write {out}: \[Errno 28\] No space left on device: free space"):
+        data.run(cfg)
+    assert (out / "index.json").read_bytes() == before["index.json"]  # still the complete index of seed 42
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_disk_full_while_converting_is_not_blamed_on_the_image(cfg: Config, raw: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    write(raw / "train" / "cat.webp-1.jpg", image_bytes(fmt="WEBP"))  # needs a PNG copy
+    cfg.data.workers = 1  # checked in this process, where the patch applies
+
+    @contextlib.contextmanager
+    def full(final, suffix=""):
+        raise OSError(errno.ENOSPC, "No space left on device")
+        yield
+
+    monkeypatch.setattr(images, "atomic_path", full)
+    converted = paths.index_dir(cfg) / data.CONVERTED_DIR
+    with pytest.raises(KitError, match=rf"^cannot write {converted}: \[Errno 28\] No space left on device: free "
+                                       r"space on that disk, or set paths.data_dir"):
+        data.run(cfg)
+    monkeypatch.undo()
+    data.run(cfg)  # nothing was cached as bad: with space, the image is indexed
+    train = pd.read_csv(paths.index_dir(cfg) / "train.csv")
+    assert train["path"].str.startswith(str(converted)).sum() == 1 and len(train) == 41
+
+
+def test_a_phone_photo_is_trained_on_upright(cfg: Config, raw: Path) -> None:
+    """EXIF orientation 6: the index points at an upright copy, so the pixel cache (and so training) sees it turned."""
+    from kit.data import pipeline
+    from tests.fixtures import oriented_photo
+
+    photo = write(raw / "train" / "dog.phone.jpg", oriented_photo(6))
+    before = tree_hash(raw)
+    data.run(cfg)
+    index = load_index(cfg)
+    everything = pd.concat([index.train, index.val])
+    load_path = [p for p in everything["path"] if Path(p).name.startswith("dog.phone")]
+    assert len(load_path) == 1 and Path(load_path[0]).parent == paths.index_dir(cfg) / data.CONVERTED_DIR
+    cfg.data.image_size = 16
+    pixels = pipeline.load_images(cfg, load_path, "train")[0]
+    top, bottom = pixels[:6].reshape(-1, 3).mean(0), pixels[10:].reshape(-1, 3).mean(0)
+    assert top[0] > 180 > top[2] and bottom[2] > 180 > bottom[0]  # red above blue, as the phone showed it
+    assert tree_hash(raw) == before and photo.read_bytes() == oriented_photo(6)
 
 
 @pytest.mark.real

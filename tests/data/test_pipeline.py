@@ -1,5 +1,8 @@
 """The tf.data pipeline: cache keyed by its settings, order kept for prediction, pairs kept in training."""
+import errno
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from kit.data import pipeline
 from kit.data.augment import build_augmenter, random_affine, warp_affine
 from kit.config import AugmentConfig
 from kit.errors import KitError
+from tests.fixtures import dead_pid, free_space, running_process, temporary_name
 
 
 def colour_images(folder, n, size=24):
@@ -57,6 +61,62 @@ def test_unreadable_image_named_and_no_cache_left(small, tmp_path):
     with pytest.raises(KitError, match=r"cannot decode image .*3\.png"):
         pipeline.load_images(small, paths, "train")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_too_little_free_space_for_the_disk_cache_is_refused_with_the_numbers(small, tmp_path, monkeypatch):
+    paths = colour_images(tmp_path / "img", 10)
+    small.data.image_size = 224
+    cache = tmp_path / "cache"
+    (cache / "val-224px-2-0123456789abcdef.npy").parent.mkdir()
+    (cache / "val-224px-2-0123456789abcdef.npy").write_bytes(b"an earlier cache")
+    monkeypatch.setattr(shutil, "disk_usage", free_space(1.2e6))
+    monkeypatch.setattr(pipeline, "_decode_all", lambda *a: pytest.fail("nothing may be written"))
+    with pytest.raises(KitError) as error:
+        pipeline.load_images(small, paths, "train")
+    assert str(error.value) == (f"the pixel cache for train (10 images at 224px) needs 69 MB in {cache}, 1 MB free: "
+                                "free space, set paths.cache_dir to a bigger disk, or data.cache=none")
+    assert sorted(p.name for p in cache.iterdir()) == ["val-224px-2-0123456789abcdef.npy"]
+    # the size asked for is what the file takes, plus the header and a margin
+    pixels = 25_000 * 224 * 224 * 3 + 4096
+    assert pipeline.cache_bytes(25_000, 224) == pixels + pipeline.CACHE_MARGIN and pixels > 3.7e9
+    assert pipeline.cache_bytes(100_000, 224) == 4 * pixels - 3 * 4096 + (4 * pixels - 3 * 4096) // 100
+
+
+def test_a_disk_that_fills_up_while_caching_is_an_error_not_a_bus_error(small, tmp_path, monkeypatch):
+    paths = colour_images(tmp_path / "img", 10)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(KitError, match=r"^the pixel cache for train \(10 images at 16px\) needs 8 kB in .*cache, "
+                                       r".* free \(the disk filled up\): free space, set paths.cache_dir"):
+        pipeline.load_images(small, paths, "train")
+    assert not any((tmp_path / "cache").iterdir())  # the temporary file is gone
+
+
+def test_temporaries_of_killed_runs_are_removed_and_a_running_ones_kept(small, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with running_process() as alive:
+        killed = cache / temporary_name("train-16px-10-0123456789abcdef.npy", dead_pid(), ".npy")
+        busy = cache / temporary_name("val-16px-10-0123456789abcdef.npy", alive, ".npy")
+        for path in (killed, busy):
+            path.write_bytes(b"\0" * 100_000)
+        images = pipeline.load_images(small, colour_images(tmp_path / "img", 10), "train")
+        assert images.shape == (10, 16, 16, 3) and not killed.exists() and busy.exists()
+    printed = capsys.readouterr().out
+    assert re.search(rf"removed {re.escape(str(killed))} \(10\d kB\), left by an interrupted run", printed)
+
+
+def test_a_cache_folder_that_cannot_be_written_names_the_setting(small, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    small.paths.cache_dir = str(blocker / "cache")
+    with pytest.raises(KitError, match=rf"^cannot write {blocker / 'cache'}: \[Errno 20\] Not a directory.*: a "
+                                       r"part of that path is a file, not a folder: set paths.cache_dir to a folder, "
+                                       r"or set data.cache=none$"):
+        pipeline.load_images(small, colour_images(tmp_path / "img", 3), "train")
+    assert blocker.read_text() == "not a folder"
 
 
 @pytest.mark.parametrize("mode", ["disk", "memory", "none"])

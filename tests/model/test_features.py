@@ -116,7 +116,7 @@ def test_bad_inputs_are_clear_errors_and_leave_no_partial_file(tiny, monkeypatch
         open(path, "wb").write(b"partial")
         raise OSError("disk full")
     monkeypatch.setattr(features.np, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(KitError, match=r"cannot write .*cache/features: .*disk full.*paths.cache_dir"):
         features.features(tiny, model, list(index.val["path"]), "val")
     folder = kit_paths.cache_dir(tiny) / "features"
     assert not list(folder.glob("val-*.npy")) and not list(folder.glob(".*"))
@@ -129,3 +129,17 @@ def test_run_config_sets_a_head_only_runs_image_size(tiny):
     assert resized.data.image_size == 48 and tiny.data.image_size == 32  # a copy: the caller's cfg untouched
     tiny.train.finetune_epochs = 3  # a run that fine-tunes keeps data.image_size for both stages
     assert features.run_config(tiny) is tiny
+
+
+def test_too_little_space_for_the_feature_cache_is_refused_before_any_forward_pass(tiny, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    index = load_index(tiny)
+    model = build_model(tiny, 2)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    monkeypatch.setattr(features, "_compute", no_computing)
+    with pytest.raises(KitError, match=r"the feature cache for val needs .* free: free space, set paths.cache_dir"):
+        features.features(tiny, model, list(index.val["path"]), "val")
+    assert not list((kit_paths.cache_dir(tiny) / "features").glob("*.npy"))

@@ -71,10 +71,6 @@ def make_run(root: Path, classes: list[str], name: str = "demo-run", per_class: 
     run_dir = RunDir(root / "runs" / name)
     cfg = load_config(None, [f"paths.runs_dir={root / 'runs'}", f"train.head_epochs={head_epochs}",
                              f"train.finetune_epochs={finetune_epochs}", "train.group_lr_ratios=[0.01,0.1,1.0]"])
-    run_dir.start(cfg, classes)  # config.yaml, versions.json, classes.json
-    metrics = fake_metrics(head_epochs, finetune_epochs, seed)
-    metrics.to_csv(run_dir.metrics, index=False)
-    sgdr_lr(head_epochs, finetune_epochs).to_csv(run_dir.lr, index=False)
     labels, probs = fake_probabilities(classes, per_class, seed)
     paths = []
     for i, label in enumerate(labels):
@@ -83,6 +79,10 @@ def make_run(root: Path, classes: list[str], name: str = "demo-run", per_class: 
         paths.append(str(write(path, data)))
     paths[2] = str(root / "images" / "deleted-since.jpg")  # one image that is gone
     frame = pd.DataFrame({"path": paths, "label": labels, "class_name": np.asarray(classes)[labels]})
+    run_dir.start(cfg, classes, frame)  # config.yaml, versions.json, classes.json, split.csv
+    metrics = fake_metrics(head_epochs, finetune_epochs, seed)
+    metrics.to_csv(run_dir.metrics, index=False)
+    sgdr_lr(head_epochs, finetune_epochs).to_csv(run_dir.lr, index=False)
     if len(classes) == 2:
         frame["prob"] = probs[:, 1]
     else:

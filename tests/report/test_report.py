@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -172,3 +173,50 @@ def test_report_stage_from_the_command_line(tmp_path, capsys):
     assert str(run_dir.report) in capsys.readouterr().out
     assert main(["report", "--set", f"paths.runs_dir={tmp_path / 'runs'}", "--run", "nope"]) == 2
     assert "no metrics.csv in" in capsys.readouterr().err
+
+
+DAMAGED = {
+    # what is spoilt -> (how, the note the report shows instead of a traceback)
+    "zero-byte metrics.csv": (lambda r: r.metrics.write_bytes(b""), "metrics.csv could not be read (EmptyDataError)"),
+    "garbage metrics.csv": (lambda r: r.metrics.write_bytes(bytes(range(256)) * 3), "metrics.csv could not be read"),
+    "text in metrics.csv": (lambda r: r.metrics.write_text("epoch,val_log_loss\n0,0.5\nx,y\n"),
+                            "metrics.csv has values that are not numbers (column epoch, e.g. 'x')"),
+    "garbage val_predictions.csv": (lambda r: r.val_predictions.write_bytes(bytes(range(256)) * 3),
+                                    "val_predictions.csv could not be read"),
+    "text in val_predictions.csv": (lambda r: r.val_predictions.write_text("path,label,prob\na.jpg,cat,high\n"),
+                                    "val_predictions.csv: could not convert string to float"),
+    "NaN in val_predictions.csv": (lambda r: r.val_predictions.write_text("path,label,prob\na.jpg,0,\nb.jpg,1,0.9\n"),
+                                   "probabilities that are NaN or outside [0, 1]"),
+    "text in lr.csv": (lambda r: r.lr.write_text("step,epoch,lr\n0,0,fast\n"), "lr.csv has values that are not numbers"),
+    "summary.json a list": (lambda r: r.summary_file.write_text("[1, 2]"), "summary.json is not a JSON object"),
+    "classes.json a number": (lambda r: r.classes_file.write_text("5"), "classes.json is not a list of class names"),
+    "binary versions.json": (lambda r: r.versions_file.write_bytes(bytes(range(256))), None),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_each_damaged_file_is_a_note_and_the_rest_of_the_run_is_untouched(tmp_path, case):
+    from tests.submit.cli import tree
+
+    spoil, note = DAMAGED[case]
+    run_dir = make_run(tmp_path, ["cat", "dog"], name="spoilt", per_class=2)
+    spoil(run_dir)
+    before = {name: data for name, data in tree(run_dir.path).items() if not name.startswith("plots")}
+    html = built(run_dir)
+    if note:
+        assert escape(note) in html, case
+    after = {name: data for name, data in tree(run_dir.path).items() if not name.startswith(("plots", "report.html"))}
+    assert after == before  # only plots/ and report.html, kit's own, were written
+
+
+def test_command_line_process_reports_a_damaged_run_and_refuses_an_unknown_one(tmp_path):
+    from tests.submit.cli import one_error_line, run_kit
+
+    run_dir = make_run(tmp_path, ["cat", "dog"], name="spoilt", per_class=2)
+    run_dir.metrics.write_bytes(b"")
+    run_dir.val_predictions.write_bytes(b"\x00\xff garbage \x89PNG")
+    done = run_kit(tmp_path, "report", "--set", f"paths.runs_dir={tmp_path / 'runs'}", "--run", "spoilt")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "metrics.csv could not be read" in run_dir.report.read_text()
+    done = run_kit(tmp_path, "report", "--set", f"paths.runs_dir={tmp_path / 'runs'}", "--run", "nope")
+    assert one_error_line(done.returncode, done.stderr).startswith("no metrics.csv in ")

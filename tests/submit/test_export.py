@@ -155,3 +155,87 @@ def test_an_unfinished_run_is_checked_on_the_index_of_the_same_classes(indexed, 
     assert Path(other.paths.runs_dir) == Path(cfg.paths.runs_dir)  # the same run, another dataset's index
     with pytest.raises(KitError, match="no validation images to check the export of run unfinished"):
         export.run(other)
+
+
+# ---- --out: only kit's own files, never into a folder of other things; damaged checkpoints ---------
+
+def test_out_folder_of_other_files_is_refused_and_left_alone(cfg, tmp_path, photos, capsys):
+    from tests.submit.cli import overrides, refused, tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    cfg.export.formats = ["keras"]
+    thesis = tmp_path / "d"
+    (thesis / "sub").mkdir(parents=True)
+    (thesis / "thesis.txt").write_text("x\n")
+    (thesis / "sub" / "chapter.txt").write_text("y\n")
+    afile = tmp_path / "model.bin"
+    afile.write_bytes(b"someone's model\n")
+    before = tree(tmp_path)
+    cases = {thesis: "holds other files and is not an earlier kit export (no export.json)",
+             afile: "is a file, not a folder", afile / "export": "model.bin is a file, not a folder",
+             run_dir.path: "holds other files and is not an earlier kit export"}  # the run folder itself
+    for out, reason in cases.items():
+        with pytest.raises(KitError) as error:
+            export.run(cfg, run_name=str(run_dir.path), out=str(out))
+        assert f"--out {out}" in str(error.value) and reason in str(error.value), str(error.value)
+        assert tree(tmp_path) == before, out
+    message = refused(capsys, ["export", "--run", str(run_dir.path), "--out", str(thesis),
+                               *overrides(tmp_path, "export.formats=[keras]")])
+    assert message == (f"--out {thesis} holds other files and is not an earlier kit export (no export.json): kit "
+                       f"will not mix its files into it; give a new or empty folder, e.g. {thesis / 'export'}")
+    assert tree(tmp_path) == before
+
+
+def test_out_replaces_an_earlier_export_but_only_kits_own_files(cfg, tmp_path, photos):
+    from tests.submit.cli import tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    out = tmp_path / "empty"
+    out.mkdir()
+    cfg.export.formats = ["keras", "tflite"]
+    assert export.run(cfg, run_name=str(run_dir.path), out=str(out)) == out  # an empty folder is fine
+    (out / "README.md").write_text("how our app loads it\n")  # the user's, beside the export
+    (out / "app").mkdir()
+    (out / "app" / "main.py").write_text("print('hi')\n")
+    theirs = {name: data for name, data in tree(out).items() if name.startswith(("README", "app"))}
+    first = json.loads((out / "export.json").read_text())["created"]
+    cfg.export.formats = ["keras", "saved_model"]
+    export.run(cfg, run_name=str(run_dir.path), out=str(out))
+    after = tree(out)
+    assert {name: data for name, data in after.items() if name.startswith(("README", "app"))} == theirs
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "app", "export.json", "labels.txt", "model.keras",
+                                                     "saved_model"]  # model.tflite was the earlier export's
+    assert set(json.loads((out / "export.json").read_text())["formats"]) == {"keras", "saved_model"}
+    assert json.loads((out / "export.json").read_text())["created"] >= first
+    export.run(cfg, run_name=str(run_dir.path), out=str(out))  # a folder replaced by a folder (saved_model/)
+    assert {name: data for name, data in tree(out).items() if name.startswith(("README", "app"))} == theirs
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+@pytest.mark.parametrize("how", ["zeroed", "truncated", "empty"])
+def test_a_damaged_checkpoint_is_one_line_and_keeps_the_earlier_export(cfg, tmp_path, photos, how):
+    from tests.submit.cli import tree
+    from tests.submit.test_predict import damage
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    cfg.export.formats = ["keras"]
+    export.run(cfg, run_name=str(run_dir.path))
+    damage(run_dir, how)
+    before = tree(tmp_path)
+    with pytest.raises(KitError) as error:
+        export.run(cfg, run_name=str(run_dir.path))
+    message = str(error.value)
+    assert message.startswith(f"the checkpoint {run_dir.best_model} of run binary is damaged (") and "\n" not in message
+    assert tree(tmp_path) == before
+
+
+def test_command_line_process_refuses_an_out_file_in_one_line(tmp_path, photos):
+    from tests.submit.cli import one_error_line, overrides, run_kit, tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"], size=32, val_images=photos)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    before = tree(tmp_path)
+    done = run_kit(tmp_path, "export", "--run", str(run_dir.path), "--out", "notes.txt", *overrides(tmp_path))
+    assert one_error_line(done.returncode, done.stderr) == (
+        "--out notes.txt is a file, not a folder: give a new folder (or an earlier export) to write into")
+    assert tree(tmp_path) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,21 +19,27 @@ from tests.fixtures import BAD_IMAGES, image_bytes, write
 
 
 def make_run(runs_dir: Path, name: str, classes: list[str], size: int = 32, seed: int = 0,
-             val_images: list[Path] = ()) -> RunDir:
-    """A run folder as the train stage leaves it (untrained small_cnn weights, seeded): fast and deterministic."""
+             val_images: list[Path] = (), split: pd.DataFrame | None = None, config: Sequence[str] = ()) -> RunDir:
+    """A run folder as the train stage leaves it (untrained small_cnn weights, seeded): fast and deterministic.
+
+    Its split.csv is `split` (path, label), else `val_images` labelled in turn; `config`: overrides saved
+    in its config.yaml."""
     import keras
 
     from kit.config import load_config
     from kit.model.backbones import build_model
 
     keras.utils.set_random_seed(seed)
-    run_cfg = load_config(None, ["model.backbone=small_cnn", "model.weights=none", f"data.image_size={size}"])
+    run_cfg = load_config(None, ["model.backbone=small_cnn", "model.weights=none", f"data.image_size={size}",
+                                 *config])
     model = build_model(run_cfg, len(classes))
     run_dir = RunDir(runs_dir / name)
-    run_dir.start(run_cfg, classes)
+    labels = [i % len(classes) for i in range(len(val_images))]
+    if split is None:
+        split = pd.DataFrame({"path": [str(p) for p in val_images], "label": labels})
+    run_dir.start(run_cfg, classes, split)
     run_dir.save_model(model)
     if val_images:
-        labels = [i % len(classes) for i in range(len(val_images))]
         run_dir.write_val_predictions(pd.DataFrame({"path": [str(p) for p in val_images], "label": labels,
                                                     "class_name": [classes[i] for i in labels]}))
     return run_dir
@@ -223,3 +230,82 @@ def test_command_line_exit_status(tmp_path, good_images, capsys):
     assert main(["predict", str(bad), "--run", str(run_dir.path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: none of the 1 inputs could be predicted") and "\n" not in err
+
+
+# ---- nothing of the user's is ever overwritten; a damaged checkpoint is one line -------------------
+
+DAMAGES = ["zeroed", "truncated", "empty"]
+
+
+def damage(run_dir: RunDir, how: str) -> None:
+    """Spoil the run's best.keras as a full disk, a killed copy or a failed download would."""
+    data = run_dir.best_model.read_bytes()
+    run_dir.best_model.write_bytes({"zeroed": bytes(len(data)), "truncated": data[:len(data) // 2],
+                                    "empty": b""}[how])
+
+
+def test_csv_that_could_destroy_a_file_is_refused_before_anything_runs(cfg, tmp_path, good_images):
+    from tests.submit.cli import tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"])
+    notes = write(tmp_path / "notes.txt", b"my notes\n")
+    table = write(tmp_path / "in" / "labels.csv", b"path,label\none.jpg,cat\n")  # also given as an input
+    theirs = write(tmp_path / "submission.csv", b"id,label\n1,0.5\n")
+    blocker = write(tmp_path / "afile", b"a file, not a folder\n")
+    inputs = [str(p) for p in good_images] + [str(table)]
+    cases = {
+        str(good_images[0]): "does not end in .csv",  # an input image: the bug this pins
+        str(notes): "does not end in .csv",
+        str(tmp_path / "new-name.jpg"): "does not end in .csv",  # would be read as a broken image next time
+        str(table): "is one of the inputs",
+        str(theirs): "already exists and is not an earlier `make predict` table",
+        str(blocker / "out.csv"): "afile is a file, not a folder",
+    }
+    before = tree(tmp_path)
+    for csv, reason in cases.items():
+        with pytest.raises(KitError) as error:
+            predict.run(cfg, inputs, run_name=str(run_dir.path), csv=csv)
+        assert reason in str(error.value) and f"--csv {csv}" in str(error.value), (csv, str(error.value))
+        assert tree(tmp_path) == before, csv
+
+
+def test_a_csv_inside_an_input_folder_is_fine_and_replaces_only_its_own_table(cfg, tmp_path, good_images):
+    from tests.submit.cli import tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"])
+    folder = good_images[0].parent
+    images = tree(folder)
+    csv = folder / "predictions.csv"
+    for _ in range(2):  # the second run reads the folder again: its own CSV is no image, and is replaced
+        assert predict.run(cfg, [str(folder)], run_name=str(run_dir.path), csv=str(csv)) == csv
+        assert len(read_predictions(csv)) == len(good_images)
+    assert {name: data for name, data in tree(folder).items() if name != csv.name} == images
+    empty = write(tmp_path / "empty.csv", b"")  # nothing to lose
+    assert predict.run(cfg, [str(folder)], run_name=str(run_dir.path), csv=str(empty)) == empty
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_checkpoint_is_one_line_and_writes_nothing(cfg, tmp_path, good_images, how, capsys):
+    from tests.submit.cli import overrides, refused, tree
+
+    run_dir = make_run(tmp_path / "runs", "binary", ["cat", "dog"])
+    damage(run_dir, how)
+    earlier = write(tmp_path / "out" / "predictions.csv", b"path,prediction,probability\nx.jpg,cat,0.9\n")
+    before = tree(tmp_path)
+    with pytest.raises(KitError, match=r"the checkpoint .*best.keras of run binary is damaged \(not a readable "
+                                       r"\.keras file: .*\): retrain with"):
+        predict.run(cfg, [str(good_images[0])], run_name=str(run_dir.path), csv=str(earlier))
+    message = refused(capsys, ["predict", str(good_images[0]), "--run", str(run_dir.path), *overrides(tmp_path)])
+    assert message.startswith(f"the checkpoint {run_dir.best_model} of run binary is damaged")
+    assert tree(tmp_path) == before and not predictions_dir(run_dir).exists()
+
+
+def test_command_line_process_refuses_an_input_as_csv_in_one_line(tmp_path):
+    from tests.submit.cli import one_error_line, run_kit, tree
+
+    table = write(tmp_path / "mine.csv", b"path\nx.jpg\n")
+    before = tree(tmp_path)
+    done = run_kit(tmp_path, "predict", "mine.csv", "--csv", "mine.csv")
+    assert one_error_line(done.returncode, done.stderr) == (
+        "--csv mine.csv is one of the inputs: write the predictions to another file, e.g. mine-predictions.csv")
+    assert tree(tmp_path) == before and table.read_bytes() == b"path\nx.jpg\n"

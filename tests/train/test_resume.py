@@ -34,12 +34,18 @@ def kill_after_backup_of_epoch(monkeypatch, epoch_to_kill: int):
     monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", on_epoch_end)
 
 
-def test_killed_run_resumes_at_the_next_epoch_with_its_optimizer_state(small, monkeypatch):
-    kill_after_backup_of_epoch(monkeypatch, epoch_to_kill=2)  # during fine-tuning, after its 2nd epoch
+def killed_run(cfg, monkeypatch, epoch: int) -> Path:
+    """The run folder of a train.run killed right after epoch `epoch` was backed up."""
+    kill_after_backup_of_epoch(monkeypatch, epoch_to_kill=epoch)
     with pytest.raises(Killed):
-        train.run(small)
+        train.run(cfg)
     monkeypatch.undo()
-    (run,) = Path(small.paths.runs_dir).iterdir()
+    (run,) = Path(cfg.paths.runs_dir).iterdir()
+    return run
+
+
+def test_killed_run_resumes_at_the_next_epoch_with_its_optimizer_state(small, monkeypatch):
+    run = killed_run(small, monkeypatch, epoch=2)  # during fine-tuning, after its 2nd epoch
     assert not (run / "summary.json").exists()
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1, 2]
 
@@ -53,11 +59,7 @@ def test_killed_run_resumes_at_the_next_epoch_with_its_optimizer_state(small, mo
 
 
 def test_killed_run_refuses_to_resume_with_a_changed_config(small, monkeypatch):
-    kill_after_backup_of_epoch(monkeypatch, epoch_to_kill=1)
-    with pytest.raises(Killed):
-        train.run(small)
-    monkeypatch.undo()
-    (run,) = Path(small.paths.runs_dir).iterdir()
+    run = killed_run(small, monkeypatch, epoch=1)
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     small.train.lr, small.augment.flip = 0.5, False
     with pytest.raises(KitError, match=r"cannot resume run .*augment\.flip, train\.lr.*train\.resume=false"):
@@ -85,11 +87,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(small
 def test_resume_compares_only_the_keys_that_matter_and_takes_defaults_for_new_keys(small, monkeypatch):
     import yaml
 
-    kill_after_backup_of_epoch(monkeypatch, epoch_to_kill=1)
-    with pytest.raises(Killed):
-        train.run(small)
-    monkeypatch.undo()
-    (run,) = Path(small.paths.runs_dir).iterdir()
+    run = killed_run(small, monkeypatch, epoch=1)
     saved = yaml.safe_load((run / "config.yaml").read_text())
     del saved["train"]["feature_engine"], saved["augment"]["engine"]  # as if saved before these keys existed
     saved["train"]["a_key_since_removed"] = 1
@@ -101,3 +99,70 @@ def test_resume_compares_only_the_keys_that_matter_and_takes_defaults_for_new_ke
     small.augment.engine = "keras_cv"  # not the default the old run is taken to have had: a real change
     with pytest.raises(KitError, match=r"cannot resume run .*\(augment\.engine\)"):
         train.run(small)
+
+
+def test_a_second_train_of_a_run_in_progress_refuses_and_names_it(small):
+    import subprocess
+    import sys
+
+    from kit.runs import RunDir
+
+    run = RunDir(Path(small.paths.runs_dir) / "small-live")
+    run.start(small, ["cat", "dog"], pd.DataFrame({"path": [], "label": []}))
+    (run.path / "metrics.csv").write_text("epoch,val_log_loss\n0,0.5\n")
+    (run.backup("head")).mkdir(parents=True)
+    (run.backup("head") / "training_metadata.json").write_text('{"epoch": 1}')
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # stands in for a live train
+    try:
+        run.lock.path.write_text(f"{sleeper.pid}\n")
+        before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()}
+        with pytest.raises(KitError, match=f"run small-live is being trained right now by process {sleeper.pid}"):
+            train.run(small)
+        assert {p.name: p.read_bytes() for p in run.path.iterdir() if p.is_file()} == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_run_that_never_completed_an_epoch_is_started_anew_with_the_fixed_config(small, monkeypatch):
+    def crash(self):
+        raise RuntimeError("a bad value blew up the first step")
+    monkeypatch.setattr(train.Trainer, "train_head", crash)
+    with pytest.raises(RuntimeError):
+        train.run(small)
+    monkeypatch.undo()
+    (run,) = Path(small.paths.runs_dir).iterdir()
+    assert not (run / "train.lock").exists()  # released although the run crashed
+    small.train.lr = 0.002  # the corrected value: a key that matters for resuming
+    assert train.run(small) == run  # not "restore those values": nothing was trained that could be lost
+    assert "lr: 0.002" in (run / "config.yaml").read_text() and (run / "summary.json").is_file()
+
+
+def test_submit_without_a_run_named_skips_a_run_still_training(small):
+    import subprocess
+    import sys
+
+    from kit.runs import RunDir
+
+    finished = RunDir(train.run(small))
+    live = RunDir(Path(small.paths.runs_dir) / "small-live")
+    live.path.mkdir()
+    live.best_model.write_bytes(finished.best_model.read_bytes())  # newer, but its process is still training
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live.lock.path.write_text(f"{sleeper.pid}\n")
+        assert RunDir.find(small) == finished
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert RunDir.find(small) == live  # once its process is gone, it is a run like any other
+
+
+def test_a_run_is_not_resumed_on_other_validation_images(small, monkeypatch):
+    run = killed_run(small, monkeypatch, epoch=1)
+    split = pd.read_csv(run / "split.csv")
+    split.iloc[1:].to_csv(run / "split.csv", index=False)  # as if one validation image had been removed since
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    with pytest.raises(KitError, match=r"cannot resume run .*validation images changed .*1 added, 0 gone"):
+        train.run(small)
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
