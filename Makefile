@@ -2,7 +2,7 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= configs/dogs-vs-cats-redux.yaml
@@ -12,7 +12,7 @@ KIT := $(PY) -m kit
 OPTS = --config $(CONFIG) $(if $(strip $(SET)),--set "$(SET)")
 
 $(VENV)/.installed: requirements.txt
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "kit needs Python 3.11 (found " + sys.version.split()[0] + "): set PYTHON=/path/to/python3.11")'
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12) and "kit needs Python 3.11 or 3.12 (found " + sys.version.split()[0] + "): set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt

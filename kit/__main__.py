@@ -18,6 +18,7 @@ import errno
 import importlib
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
 
@@ -72,7 +73,7 @@ def run_data_stage_first(stage: str, cfg) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python -m kit", description="kit: a Kaggle image-competition toolkit")
+    main = argparse.ArgumentParser(prog="kit" if Path(sys.argv[0]).name == "kit" else "python -m kit", description="kit: a Kaggle image-competition toolkit")
     sub = main.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for name, (_, help_text) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
@@ -131,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
-        cfg = load_config(args.config, parse_overrides(args.overrides))
+        overrides = parse_overrides(args.overrides)
+        cfg = load_config(args.config, overrides)
+        from kit import kaggle_env
+
+        # In a Kaggle Notebook: outputs under /kaggle/working unless the config or --set names them
+        kaggle_env.apply_notebook_defaults(cfg, kaggle_env.explicit_keys(args.config, overrides))
         if args.stage in TENSORFLOW_STAGES:
+            kaggle_env.prepare_keras_home()  # before Keras is imported: it reads KERAS_HOME once
             import_tensorflow_quietly()
         run_data_stage_first(args.stage, cfg)
         module = importlib.import_module(STAGES[args.stage][0])
@@ -150,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished outputs are kept; rerun the same command to continue", file=sys.stderr)
         return 130
     return 0
+
+
+def cli() -> None:
+    """The installed `kit` command (pyproject's console script): the same as `python -m kit`."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

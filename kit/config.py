@@ -109,7 +109,7 @@ class TrainConfig:
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
-    distribute: Literal["auto", "none", "mirrored"] = setting("auto")  # auto: MirroredStrategy with 2+ GPUs
+    distribute: Literal["auto", "none", "mirrored"] = setting("auto", resume=False)  # auto: mirrored on 2+ GPUs
 
 
 @dataclass

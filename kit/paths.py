@@ -7,6 +7,9 @@
     runs/<run>/                       one training run: config, metrics, checkpoints, plots
     submissions/                      every submission written, <run>-<timestamp>.csv
     submission.csv                    the latest checked submission (+ .json: run, score, commit)
+
+In a Kaggle Notebook these default to /kaggle/working/... (kit/kaggle_env.py), the competition is read from
+kaggle_input_dirs, and already extracted train/ and test/ folders there are linked from raw/, not copied.
 """
 from __future__ import annotations
 
@@ -56,9 +59,17 @@ def submissions_dir(cfg: Config) -> Path:
     return Path(cfg.paths.submissions_dir)
 
 
+def kaggle_input_dirs(cfg: Config) -> list[Path]:
+    """Where a Kaggle Notebook may mount this competition's files, in the order looked at (read only):
+    <input>/competitions/<slug> (2026), <input>/<slug> (older kernels), <input>/datasets/<owner>/<slug>."""
+    base, slug = Path(cfg.competition.kaggle_input), cfg.competition.slug
+    found = sorted((base / "datasets").glob(f"*/{slug}")) if (base / "datasets").is_dir() else []
+    return [base / "competitions" / slug, base / slug, *found]
+
+
 def kaggle_input_dir(cfg: Config) -> Path:
-    """Where a Kaggle Notebook mounts this competition's files."""
-    return Path(cfg.competition.kaggle_input) / cfg.competition.slug
+    """The first of kaggle_input_dirs that exists, else <input>/<slug>."""
+    return next((d for d in kaggle_input_dirs(cfg) if d.is_dir()), Path(cfg.competition.kaggle_input) / cfg.competition.slug)
 
 
 def latest_submission(cfg: Config) -> Path:

@@ -4,9 +4,11 @@
     python -m kit download --from path/to.zip     # the zip Kaggle serves, or a folder of its files
 
 The source is, in order: `--from` (the zip Kaggle serves, or a folder holding train.zip, test.zip
-and sample_submission.csv, as Kaggle Notebooks mount it), the Kaggle Notebook mount
-(`paths.kaggle_input_dir`), or a Kaggle API download into data/<slug>/download. Sources are only
-read. Extraction goes to a temporary folder that replaces raw/ only once everything is verified
+and sample_submission.csv, as Kaggle Notebooks mount it, or already extracted train/ and test/ folders
+beside sample_submission.csv), the Kaggle Notebook mount (the first of `paths.kaggle_input_dirs` holding one
+of those forms, or <slug>.zip), or a Kaggle API download into data/<slug>/download. Sources are only
+read. Already extracted folders are not copied: raw/train and raw/test become symbolic links to them (kit
+never modifies raw data; a 25,000-image copy would buy nothing), after the same sample-id check. Extraction goes to a temporary folder that replaces raw/ only once everything is verified
 (member names, CRCs, counts, sample ids == test ids); raw/.kit-complete.json then records the
 source, the counts and every extracted file's size and mtime, so the next run with the same source does
 nothing, while a file changed, removed or added since (a damaged test image) makes it extract again and say why.
@@ -51,6 +53,8 @@ _KEPT = "; the partial extraction was removed, the previous raw/ (if any) is kep
 def source_identity(path: Path) -> dict:
     """What makes a source the same source next time: where it is, its size and time (cheap: stat only)."""
     path = path.resolve()
+    if path.is_dir() and extracted_folders(path):
+        return {"kind": "extracted", "path": str(path), "files": {SAMPLE: _stat(path / SAMPLE)}}
     if path.is_dir():
         files = {name: _stat(path / name) for name in REQUIRED if (path / name).is_file()}
         return {"kind": "folder", "path": str(path), "files": files}
@@ -60,6 +64,43 @@ def source_identity(path: Path) -> dict:
 def _stat(path: Path) -> dict:
     info = path.stat()
     return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def _image_folder(source: Path, name: str) -> Path | None:
+    """source/<name>, or source/<name>/<name> when that is where the files are (a zip unpacked with its folder)."""
+    folder = source / name
+    if not folder.is_dir():
+        return None
+    nested = folder / name
+    if nested.is_dir():
+        with os.scandir(folder) as entries:
+            if not any(entry.is_file() for entry in entries):
+                return nested
+    return folder
+
+
+def extracted_folders(source: Path) -> dict[str, Path] | None:
+    """{"train": folder, "test": folder} when `source` holds them already extracted beside sample_submission.csv."""
+    if not (source / SAMPLE).is_file():
+        return None
+    folders = {name: _image_folder(source, name) for name in ("train", "test")}
+    return folders if all(folders.values()) else None
+
+
+def notebook_source(folder: Path, slug: str) -> Path | None:
+    """What a Kaggle Notebook mount at `folder` offers: itself (extracted folders, preferred: nothing to copy; or
+    the three files), its <slug>.zip, or None. A sample csv without the rest is a one-line error."""
+    if not folder.is_dir():
+        return None
+    if extracted_folders(folder) or all((folder / name).is_file() for name in REQUIRED):
+        return folder
+    if (folder / f"{slug}.zip").is_file():
+        return folder / f"{slug}.zip"
+    if (folder / SAMPLE).is_file():
+        held = ", ".join(sorted(p.name for p in folder.iterdir())[:6])
+        raise KitError(f"{folder} holds {SAMPLE} but neither train.zip and test.zip nor train/ and test/ folders "
+                       f"(it holds {held}): attach the whole competition, or pass --from")
+    return None
 
 
 def count_files(folder: Path) -> int:
@@ -144,10 +185,12 @@ def _local_source(cfg: Config, source: str | None) -> Path | None:
             raise KitError(f"--from {source}: no such file or folder: pass the competition zip or a folder holding "
                            f"{', '.join(REQUIRED)}")
         return path
-    mounted = kit_paths.kaggle_input_dir(cfg)
-    if mounted.is_dir():
-        print(f"found the competition mounted at {mounted} (Kaggle Notebook): using it, no download", flush=True)
-        return mounted
+    for mounted in kit_paths.kaggle_input_dirs(cfg):
+        found = notebook_source(mounted, cfg.competition.slug)
+        if found:
+            print(f"found the competition mounted at {found} (Kaggle Notebook, read only): using it, no download",
+                  flush=True)
+            return found
     downloaded = kit_paths.download_dir(cfg) / f"{cfg.competition.slug}.zip"
     if kaggle_api.download_incomplete_reason(downloaded) is None:
         return downloaded
@@ -179,7 +222,8 @@ def run(cfg: Config, source: str | None = None, api: Any = None) -> Path:
         if path.resolve() != downloaded.resolve():
             raise
         raise KitError(f"{exc} (delete {path} first, or it is used again)") from None
-    print(f"verified and extracted {counts['train']:,} train and {counts['test']:,} test images and {SAMPLE} "
+    how = "linked (read in place, not copied)" if extracted_folders(path) else "extracted"
+    print(f"verified and {how} {counts['train']:,} train and {counts['test']:,} test images and {SAMPLE} "
           f"(ids match the test images) from {path} into {raw} in {time.monotonic() - started:.1f} s", flush=True)
     return raw
 
@@ -208,6 +252,8 @@ def _download(cfg: Config, api: Any) -> Path:
 
 def extract_competition(source: Path, raw: Path) -> dict:
     """Extract and verify `source` (zip or folder) into `raw`, replacing it only on success; return counts."""
+    if source.is_dir() and extracted_folders(source):
+        return link_extracted(source, raw)
     label = source.name
     identity = source_identity(source)
     with writing(raw, DATA_DIR_KEY, also=_KEPT), atomic_path(raw) as tmp:
@@ -217,7 +263,7 @@ def extract_competition(source: Path, raw: Path) -> dict:
         members = _gather(source, scratch, raw)
         train = _safe_members(members["train.zip"], "train", label)
         test = _safe_members(members["test.zip"], "test", label)
-        _check_sample_ids(members[SAMPLE], test, label)
+        _check_sample_ids(members[SAMPLE], [info.filename for info in test], label)
         needed = sum(info.file_size for info in train + test) + members[SAMPLE].stat().st_size
         require_free_space(raw.parent, needed + EXTRACT_MARGIN, f"extracting {label}", _NO_SPACE)
         counts = {"train": _extract(members["train.zip"], train, tmp, "train", label),
@@ -225,6 +271,30 @@ def extract_competition(source: Path, raw: Path) -> dict:
         shutil.copyfile(members[SAMPLE], tmp / SAMPLE)
         shutil.rmtree(scratch)
         marker = {"source": identity, "counts": counts,
+                  "extracted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "files": file_manifest(tmp)}
+        (tmp / MARKER).write_text(json.dumps(marker, separators=(",", ":")) + "\n")
+    return counts
+
+
+def link_extracted(source: Path, raw: Path) -> dict:
+    """raw/ with symbolic links to `source`'s extracted train/, test/ and sample csv (read in place, never written),
+    checked like an extraction (sample ids == test ids, files present) and marked complete; return counts."""
+    folders, identity = extracted_folders(source), source_identity(source)
+    with writing(raw, DATA_DIR_KEY, also=_KEPT), atomic_path(raw) as tmp:
+        tmp.mkdir()
+        for name, folder in folders.items():
+            (tmp / name).symlink_to(folder.resolve(), target_is_directory=True)
+        (tmp / SAMPLE).symlink_to((source / SAMPLE).resolve())
+        counts = {name: count_files(tmp / name) for name in folders}
+        empty = [name for name, count in counts.items() if not count]
+        if empty:
+            raise KitError(f"{source}: {' and '.join(f'{name}/' for name in empty)} holds no files: attach the whole "
+                           f"competition, or pass --from the competition zip")
+        with os.scandir(tmp / "test") as entries:
+            _check_sample_ids(tmp / SAMPLE, [entry.name for entry in entries if entry.is_file()], source.name,
+                              "test/")
+        marker = {"source": identity, "counts": counts, "linked": True,
                   "extracted_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "files": file_manifest(tmp)}
         (tmp / MARKER).write_text(json.dumps(marker, separators=(",", ":")) + "\n")
@@ -322,7 +392,7 @@ def _safe_members(inner_zip: Path, folder: str, label: str) -> list[zipfile.ZipI
     return files
 
 
-def _check_sample_ids(sample_csv: Path, test: list[zipfile.ZipInfo], label: str) -> None:
+def _check_sample_ids(sample_csv: Path, test: list[str], label: str, where: str = "test.zip") -> None:
     """sample_submission.csv must list exactly the test images' ids (a submission is built from them)."""
     import pandas as pd
 
@@ -332,12 +402,12 @@ def _check_sample_ids(sample_csv: Path, test: list[zipfile.ZipInfo], label: str)
         raise KitError(f"{SAMPLE} in {label} is not a CSV with an id column ({type(exc).__name__}): download the "
                        f"competition again") from None
     sample_ids = set(ids)
-    test_ids = {PurePosixPath(info.filename).stem for info in test}
+    test_ids = {PurePosixPath(name).stem for name in test}
     if sample_ids != test_ids or len(ids) != len(sample_ids):
         only_csv = sorted(sample_ids - test_ids)[:3]
         only_test = sorted(test_ids - sample_ids)[:3]
-        raise KitError(f"{SAMPLE} in {label} lists {len(ids)} ids ({len(sample_ids)} distinct) but test.zip holds "
-                       f"{len(test_ids)} images; e.g. only in the csv: {only_csv}, only in test.zip: {only_test}: "
+        raise KitError(f"{SAMPLE} in {label} lists {len(ids)} ids ({len(sample_ids)} distinct) but {where} holds "
+                       f"{len(test_ids)} images; e.g. only in the csv: {only_csv}, only in {where}: {only_test}: "
                        f"download the competition again")
 
 

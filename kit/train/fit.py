@@ -12,6 +12,14 @@ A head-only run on features (train.finetune_epochs=0) is fast.ai's precompute=Tr
 Each epoch logs training loss, validation log loss and accuracy to metrics.csv; the epoch with the
 lowest validation log loss is kept as best.keras. A run killed midway continues from its last completed
 epoch when started again with the same config (kit/runs.py). The CLI runs the data stage first.
+
+More than one device (train.distribute: auto | none | mirrored, chosen by kit.model.device.strategy): `auto`
+is MirroredStrategy with two or more GPUs (Kaggle's T4 x2), the default strategy otherwise. The model, its
+optimizers (with their layer-group rates), metrics and checkpoints are built inside the strategy's scope
+(Trainer: build_model and every compile). data.batch_size is the GLOBAL batch: each of n replicas gets
+data.batch_size / n, so steps per epoch, the SGDR schedule, lr.csv and a resume are the same on one device or
+two (raise data.batch_size to use a second GPU's memory); the start of training logs both ("batch 16 per
+replica x 2 replicas = 32 global"). The head on cached features (kit/train/head.py) runs under the same scope.
 """
 from __future__ import annotations
 
@@ -40,10 +48,14 @@ from kit.train.recipe import compile_model, label_array, optimizer, unfreeze
 class Trainer:
     """One run's moving parts: its folder, the index, the model, the best epoch; image streams when needed."""
 
-    def __init__(self, cfg: Config, run_dir: RunDir, index):
+    def __init__(self, cfg: Config, run_dir: RunDir, index, strategy=None):
+        import tensorflow as tf
+
         self.cfg, self.run_dir, self.index = cfg, run_dir, index
         self.n_classes = len(index.classes)
-        self.model = build_model(cfg, self.n_classes)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        with self.strategy.scope():  # its variables are mirrored under a MirroredStrategy
+            self.model = build_model(cfg, self.n_classes)
         self.best = BestEpoch(run_dir.best_model, **run_dir.earlier_best())
         self._streams = None
 
@@ -57,8 +69,9 @@ class Trainer:
             val_images = pipeline.load_images(cfg, val_paths, "val")
             y_train = label_array(index.train["label"].to_numpy(), self.n_classes)
             y_val = label_array(index.val["label"].to_numpy(), self.n_classes)
-            self._streams = (pipeline.training_stream(cfg, train_images, y_train, train_paths),
-                             pipeline.prediction_stream(cfg, val_images, len(val_paths), val_paths, labels=y_val))
+            streams = (pipeline.training_stream(cfg, train_images, y_train, train_paths),
+                       pipeline.prediction_stream(cfg, val_images, len(val_paths), val_paths, labels=y_val))
+            self._streams = tuple(device.for_strategy(stream, self.strategy) for stream in streams)
         return self._streams
 
     @property
@@ -96,7 +109,8 @@ class Trainer:
         if self.cfg.train.head == "features":
             self.train_head_on_features()
         else:
-            compile_model(self.model, optimizer(self.cfg, self.cfg.train.head_lr), self.cfg, self.n_classes)
+            with self.strategy.scope():  # the optimizer's state and the metrics live beside the variables
+                compile_model(self.model, optimizer(self.cfg, self.cfg.train.head_lr), self.cfg, self.n_classes)
             self.fit("head", 0, self.cfg.train.head_epochs)
         with atomic_path(done, suffix=".npz") as tmp:
             np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.model.get_weights())})
@@ -114,7 +128,8 @@ class Trainer:
         t = self.cfg.train
         multipliers = unfreeze(self.cfg, self.model)
         schedule = sgdr_schedule(t.lr, self.steps_per_epoch, t.cycle_epochs, t.cycle_mult, t.warmup_epochs)
-        compile_model(self.model, optimizer(self.cfg, schedule, multipliers), self.cfg, self.n_classes)
+        with self.strategy.scope():
+            compile_model(self.model, optimizer(self.cfg, schedule, multipliers), self.cfg, self.n_classes)
         warn_mid_cycle(self.cfg)
         self.fit("finetune", t.head_epochs, t.finetune_epochs)
 
@@ -204,9 +219,11 @@ def run(cfg: Config) -> Path:
     with run_dir.lock.held(f"run {run_dir.name}"):  # one process at a time trains a run
         started = time.time()
         prepare_run(cfg, index, run_dir, resuming)
-        print(f"train: {device.describe()}, dtype policy {device.apply_mixed_precision(cfg)}, "
+        strategy = device.strategy(cfg)
+        print(f"train: {device.describe(strategy)}, dtype policy {device.apply_mixed_precision(cfg)}, "
               f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
-        trainer = Trainer(cfg, run_dir, index)
+        print(f"train: {device.batch_line(cfg.data.batch_size, strategy)}")
+        trainer = Trainer(cfg, run_dir, index, strategy)
         if cfg.train.head_epochs:
             trainer.train_head()
         if cfg.train.finetune_epochs:

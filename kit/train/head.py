@@ -20,7 +20,7 @@ from kit.config import Config
 from kit.data.pipeline import prefetched
 from kit.errors import KitError
 from kit.fsutil import write_text_atomic
-from kit.model import features
+from kit.model import device, features
 from kit.model.optim import sgdr_schedule
 from kit.runs import RunDir
 from kit.train.callbacks import BestEpoch, EpochExtras
@@ -42,13 +42,13 @@ class EpochBar(keras.callbacks.Callback):
         self.bar.close()
 
 
-def _feature_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None):
+def _feature_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None, strategy=None):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return prefetched(ds.batch(batch_size))
+    return device.for_strategy(prefetched(ds.batch(batch_size)), strategy)
 
 
 def feature_arrays(cfg: Config, model: keras.Model, index) -> tuple[tuple, tuple]:
@@ -73,14 +73,21 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
     # annealing. A choice on principle: on the mini competition's cached features the spread over seeds
     # hides the difference.
     schedule = sgdr_schedule(t.head_lr, steps_per_epoch, t.head_epochs, 1.0, t.warmup_epochs)
-    head = features.head_model(model)
-    compile_model(head, optimizer(cfg, schedule), cfg, n_classes)
-    head.steps_per_execution = min(steps_per_epoch, 32)  # per-step Python overhead dominates tiny steps
+    # Under the full model's strategy (a MirroredStrategy's variables take updates only inside its scope); the
+    # default strategy for a model built without one. data.batch_size is the global batch here too.
+    strategy = model.distribute_strategy
+    with strategy.scope():
+        head = features.head_model(model)
+        compile_model(head, optimizer(cfg, schedule), cfg, n_classes)
+    # Per-step Python overhead dominates tiny steps; but several steps per call under a MirroredStrategy fail in
+    # Keras 3.15's step loop ("You must feed a value for placeholder tensor 'while/body/.../Placeholder_1'").
+    head.steps_per_execution = 1 if device.is_distributed(strategy) else min(steps_per_epoch, 32)
     best = BestEpoch()
     callbacks = [EpochExtras("head"), keras.callbacks.CSVLogger(str(run_dir.metrics)), best,
                  keras.callbacks.TerminateOnNaN(), EpochBar(t.head_epochs)]
-    history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed), epochs=t.head_epochs, verbose=0,
-                       shuffle=False, validation_data=_feature_dataset(*val_xy, 4096, None), callbacks=callbacks)
+    history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed, strategy), epochs=t.head_epochs,
+                       verbose=0, shuffle=False, validation_data=_feature_dataset(*val_xy, 4096, None, strategy),
+                       callbacks=callbacks)
     losses = history.history.get("loss", [])
     _write_lr_csv(run_dir, schedule, steps_per_epoch, len(losses))
     if best.weights is not None:

@@ -456,3 +456,26 @@ def test_real_mini_competition(cfg, real_competition_zip, capsys):
     out = capsys.readouterr().out
     assert "(3,000 train, 2,000 test): nothing to do" in out
     print(f"download: first run {first:.1f} s, second run {second:.3f} s")
+
+
+def test_from_an_extracted_folder_links_it_read_in_place(cfg, competition_zip, tmp_path, capsys):
+    """train/ and test/ already extracted beside the sample csv: raw/ links to them (no copy), checked, idempotent."""
+    folder = tmp_path / "extracted"
+    folder.mkdir()
+    files = members(competition_zip)
+    (folder / "sample_submission.csv").write_bytes(files["sample_submission.csv"])
+    for name in ("train.zip", "test.zip"):
+        with zipfile.ZipFile(io.BytesIO(files[name])) as inner:
+            inner.extractall(folder)
+    before = snapshot(folder)
+    raw = download.run(cfg, str(folder))
+    assert_complete(raw)
+    assert (raw / "train").is_symlink() and (raw / "train").resolve() == (folder / "train").resolve()
+    assert "linked (read in place, not copied)" in capsys.readouterr().out
+    download.run(cfg, str(folder))
+    assert "nothing to do" in capsys.readouterr().out
+    (folder / "test" / "3.jpg").write_bytes(b"changed")  # a changed source file is noticed
+    download.run(cfg, str(folder))
+    assert "changed since it was extracted" in capsys.readouterr().out
+    before.pop("test/3.jpg")
+    assert {k: v for k, v in snapshot(folder).items() if k != "test/3.jpg"} == before

@@ -51,6 +51,14 @@ def pixels(path: Path, size: int, flip: bool = False) -> np.ndarray:
 
     from kit.data.pipeline import decode_resize
 
+    if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".gif"):  # e.g. WebP: TF < 2.21 can't decode
+        import tempfile
+
+        from PIL import Image
+
+        converted = Path(tempfile.mkdtemp(prefix="kit-test-")) / "image.png"  # as kit does: a lossless PNG copy
+        Image.open(path).convert("RGB").save(converted)
+        path = converted
     image = decode_resize(tf.constant(str(path)), size).numpy().astype(np.float32)
     return image[:, ::-1] if flip else image
 
