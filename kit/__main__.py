@@ -103,6 +103,7 @@ def os_error_line(error: OSError) -> str:
 # stderr before it reads TF_CPP_MIN_LOG_LEVEL, which would bury a one-line error; they are hidden unless
 # KIT_TF_LOGS=1, and shown if the import itself fails.
 TENSORFLOW_STAGES = {"train", "submit", "predict", "export", "lr-find", "demo"}
+BUILDS_A_BACKBONE = {"train", "lr-find", "demo"}  # the rest load a trained run: no ImageNet weights to find
 
 
 def import_tensorflow_quietly() -> None:
@@ -127,7 +128,8 @@ def import_tensorflow_quietly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kit.config import load_config, parse_overrides
+    from kit.config import load_config
+    from kit.config_values import parse_overrides
     from kit.errors import KitError
 
     args = parser().parse_args(argv)
@@ -137,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         from kit import kaggle_env
 
         # In a Kaggle Notebook: outputs under /kaggle/working unless the config or --set names them
-        kaggle_env.apply_notebook_defaults(cfg, kaggle_env.explicit_keys(args.config, overrides))
-        if args.stage in TENSORFLOW_STAGES:
+        if kaggle_env.kaggle_root() is not None:  # only then is the config file read again for its keys
+            kaggle_env.apply_notebook_defaults(cfg, kaggle_env.explicit_keys(args.config, overrides))
+        if args.stage in BUILDS_A_BACKBONE and cfg.model.weights == "imagenet":
             kaggle_env.prepare_keras_home()  # before Keras is imported: it reads KERAS_HOME once
+        if args.stage in TENSORFLOW_STAGES:
             import_tensorflow_quietly()
         run_data_stage_first(args.stage, cfg)
         module = importlib.import_module(STAGES[args.stage][0])

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
 
-from kit.config_values import coerce, parse_overrides, read_yaml  # noqa: F401  (parse_overrides: the CLI's)
+from kit.config_values import coerce, read_yaml
 from kit.errors import KitError
 
 Auto = Union[bool, Literal["auto"]]  # YAML true/false/on/off/yes/no, or auto: decided by the device
@@ -192,6 +193,12 @@ def merge(cfg: Config, data: dict, source: str) -> None:
             set_key(cfg, f"{section}.{key}", value, source)
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(section: type) -> dict:
+    """A section's field types (evaluated once: the annotations are strings under `from __future__`)."""
+    return typing.get_type_hints(section)
+
+
 def set_key(cfg: Config, dotted: str, value: object, source: str, text: bool = False) -> None:
     """Set one key, checked; `text`: value is a --set string (kit/config_values.py)."""
     section, _, key = dotted.partition(".")
@@ -204,7 +211,7 @@ def set_key(cfg: Config, dotted: str, value: object, source: str, text: bool = F
     fields = {f.name: f for f in dataclasses.fields(target)}
     if key not in fields:
         raise KitError(f"unknown config key '{dotted}' ({source}): known keys in {section} are {', '.join(fields)}")
-    kind = typing.get_type_hints(type(target))[key]
+    kind = _type_hints(type(target))[key]
     setattr(target, key, coerce(dotted, value, kind, fields[key].metadata, source, text))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -32,6 +33,7 @@ _TEMPORARY = re.compile(r"^\.(?P<final>.+)\.[A-Za-z0-9_]+?"
                         r"(?:\.pid(?P<pid>\d+)@(?P<host>[0-9a-f]{6}))?\.tmp(?P<suffix>.*)$")
 
 
+@functools.lru_cache(maxsize=None)  # one stat and digest per process, not per atomic write
 def _host_tag() -> str:
     """Who can see the writer's pid: the host and its process-id namespace (containers on one host differ)."""
     try:
@@ -39,6 +41,21 @@ def _host_tag() -> str:
     except OSError:
         namespace = 0
     return hashlib.sha1(f"{socket.gethostname()}|{namespace}".encode()).hexdigest()[:6]
+
+
+def temporary_beside(final: Path, suffix: str = "", folder: bool = False) -> Path:
+    """A new, unique temporary file (or folder) beside `final`, named so remove_stale_temporaries knows its writer."""
+    tag = f".pid{os.getpid()}@{_host_tag()}"
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=f"{tag}.tmp{suffix}", dir=final.parent))
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{tag}.tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The first parent of `path` that exists but is a file (so `path` can never be made), else None."""
+    return next((parent for parent in Path(path).parents if parent.exists() and not parent.is_dir()), None)
 
 
 @contextlib.contextmanager
@@ -49,10 +66,7 @@ def atomic_path(final: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tag = f".pid{os.getpid()}@{_host_tag()}"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{tag}.tmp{suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_beside(final, suffix)
     tmp.unlink()  # the block decides whether it is a file or a folder
     try:
         yield tmp
@@ -86,17 +100,16 @@ def temporary_final_name(path: Path) -> str | None:
     return match["final"] if match else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (signal 0 only asks); when it cannot be told, alive."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process: alive
+    except OSError:  # PermissionError: someone else's process; anything else: cannot tell, so keep it
         return True
-    except OSError:
-        return True  # cannot tell: keep the file
     return True
 
 
@@ -117,7 +130,7 @@ def writer_gone(path: Path, legacy_age: float = LEGACY_AGE) -> bool:
     if match is None:
         return False
     if match["pid"] is not None and match["host"] == _host_tag():
-        return not _pid_alive(int(match["pid"]))
+        return not pid_alive(int(match["pid"]))
     # untagged (older kit) or written on another host (a shared disk): only a long silence tells
     try:
         return time.time() - _last_change(path) > legacy_age

@@ -16,6 +16,13 @@ import socket
 from pathlib import Path
 
 from kit.errors import KitError
+from kit.fsutil import pid_alive
+
+
+def busy_error(what: str, pid: int | None) -> KitError:
+    """The one message for a run another process is training."""
+    return KitError(f"{what} is being trained right now by process {pid}: wait for it to finish (or stop it), "
+                    f"or train another run beside it with --set train.resume=false")
 
 
 class PidLock:
@@ -31,13 +38,9 @@ class PidLock:
             return None
         if host and host != socket.gethostname():
             return pid  # another machine's process: it cannot be asked, so it counts as alive
-        try:
-            os.kill(pid, 0)  # signal 0: only asks whether the process exists
-        except ProcessLookupError:
+        if not pid_alive(pid):
             self.path.unlink(missing_ok=True)  # stale: its process died without releasing it
             return None
-        except PermissionError:
-            pass  # alive, another user's
         return pid
 
     @contextlib.contextmanager
@@ -47,9 +50,8 @@ class PidLock:
         self.holder()  # clears a stale lock
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            raise KitError(f"{what} is being trained right now by process {self.holder()}: wait for it to finish "
-                           f"(or stop it), or train another run beside it with --set train.resume=false") from None
+        except FileExistsError:  # another process took it between the look and the open
+            raise busy_error(what, self.holder()) from None
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
         try:

@@ -27,15 +27,9 @@ def download_dir(cfg: Config) -> Path:
     return competition_dir(cfg) / "download"
 
 
-LAYOUTS = ("kaggle-flat", "folder")
-
-
 def raw_dir(cfg: Config) -> Path:
     """Extracted competition files; for layout=folder, the user's own folder (read only)."""
-    layout = cfg.competition.layout
-    if layout not in LAYOUTS:
-        raise KitError(f"config key 'competition.layout' must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if layout == "folder":
+    if cfg.competition.layout == "folder":  # the layout's choices are checked at load
         if not cfg.competition.folder.strip():  # an empty path would index the working directory
             raise KitError("competition.folder is empty: set it to the folder holding one sub-folder per class, "
                            "e.g. SET=\"competition.folder=path/to/cat-breeds\"")
@@ -67,9 +61,6 @@ def kaggle_input_dirs(cfg: Config) -> list[Path]:
     return [base / "competitions" / slug, base / slug, *found]
 
 
-def kaggle_input_dir(cfg: Config) -> Path:
-    """The first of kaggle_input_dirs that exists, else <input>/<slug>."""
-    return next((d for d in kaggle_input_dirs(cfg) if d.is_dir()), Path(cfg.competition.kaggle_input) / cfg.competition.slug)
 
 
 def latest_submission(cfg: Config) -> Path:

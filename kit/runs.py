@@ -34,7 +34,7 @@ from kit import paths
 from kit.config import Config, changed_for_resume
 from kit.errors import KitError
 from kit.fsutil import atomic_path, write_text_atomic
-from kit.lock import PidLock
+from kit.lock import PidLock, busy_error
 from kit.provenance import save_provenance
 
 
@@ -122,8 +122,7 @@ class RunDir:
         run_dir = cls.unfinished(cfg) if cfg.train.resume else None
         holder = run_dir.lock.holder() if run_dir is not None else None
         if holder is not None:
-            raise KitError(f"run {run_dir.name} is being trained right now by process {holder}: wait for it to "
-                           f"finish (or stop it), or train another run beside it with --set train.resume=false")
+            raise busy_error(f"run {run_dir.name}", holder)
         if run_dir is not None and not run_dir.has_progress():  # e.g. it crashed on a bad value: start it anew
             print(f"train: run {run_dir.name} never completed an epoch; starting it again with this config")
             return run_dir, False
@@ -149,12 +148,15 @@ class RunDir:
         return self.summary_file.is_file()
 
     def saved_config(self) -> dict:
-        """config.yaml as plain data ({} when missing or unreadable)."""
+        """config.yaml as plain data ({} when missing or unreadable); parsed once per version of the file."""
         try:
-            data = yaml.safe_load(self.config_file.read_text())
+            stamp = self.config_file.stat().st_mtime_ns
+            if getattr(self, "_saved", (None,))[0] != stamp:
+                data = yaml.safe_load(self.config_file.read_text())
+                self._saved = (stamp, data if isinstance(data, dict) else {})
         except (OSError, yaml.YAMLError):
             return {}
-        return data if isinstance(data, dict) else {}
+        return self._saved[1]
 
     def classes(self) -> list[str]:
         if not self.classes_file.is_file():

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit.config import REPLACED, Config, changed_for_resume, config_dict, load_config, parse_overrides, resume_keys
+from kit.config import REPLACED, Config, changed_for_resume, config_dict, load_config, resume_keys
+from kit.config_values import parse_overrides
 from kit.errors import KitError
 from kit.provenance import save_provenance
 

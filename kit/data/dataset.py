@@ -33,10 +33,11 @@ class DatasetIndex:
     test: pd.DataFrame | None  # id, path; None when the data has no test folder
     quarantine: pd.DataFrame  # path, reason
     sample_submission: Path | None
+    indexed_paths: frozenset = frozenset()  # every good train/val image, before data.limit_per_class
 
 
 def load_index(cfg: Config) -> DatasetIndex:
-    """The index for `cfg`, limited to `data.limit_per_class` per class; rebuilt if cfg's split differs."""
+    """The index for `cfg`, limited to `data.limit_per_class` per class; a KitError if cfg's split differs."""
     out = paths.index_dir(cfg)
     meta = _read_meta(out)
     if meta is None:
@@ -57,7 +58,8 @@ def load_index(cfg: Config) -> DatasetIndex:
     val_limit = max(1, math.ceil(limit * fraction / (1 - fraction))) if limit > 0 else 0
     return DatasetIndex(classes=list(meta["classes"]), train=_limit(parts["train"], limit, cfg.data.seed),
                         val=_limit(parts["val"], val_limit, cfg.data.seed), test=test, quarantine=quarantine,
-                        sample_submission=sample if sample.is_file() else None)
+                        sample_submission=sample if sample.is_file() else None,
+                        indexed_paths=frozenset(train["path"]))
 
 
 def _limit(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:

@@ -16,7 +16,6 @@ is not offered: it fails with Keras 3 (keras-team/keras#20585).
 from __future__ import annotations
 
 from kit.config import Config
-from kit.errors import KitError
 
 
 def accelerator() -> str | None:
@@ -50,9 +49,7 @@ def strategy(cfg: Config):
     """The tf.distribute strategy train.distribute asks for (auto | none | mirrored); see the module docstring."""
     import tensorflow as tf
 
-    choice = cfg.train.distribute
-    if choice not in ("auto", "none", "mirrored"):
-        raise KitError(f"config key 'train.distribute' must be auto, none or mirrored, got {choice!r}")
+    choice = cfg.train.distribute  # checked at load: auto, none or mirrored
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if choice == "none" or (choice == "auto" and len(gpus) < 2):
         return tf.distribute.get_strategy()  # the default strategy: what a plain model.fit uses anyway

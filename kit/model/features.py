@@ -178,10 +178,7 @@ def _compute(cfg: Config, model: keras.Model, paths: list[str], name: str, view:
     out = np.empty((len(paths), feature_extractor(model).output.shape[-1]), np.float32)
     augment = None
     if augment_pass:
-        augment = build_augmenter(cfg.augment, seed=augment_pass)
-        if augment is None:
-            raise KitError("train.feature_passes > 0 needs augmentation: set augment.enabled=true "
-                           "or train.feature_passes=0")
+        augment = build_augmenter(cfg.augment, seed=augment_pass)  # not None: the config requires augment.enabled
         tf.random.set_seed(augment_pass)  # the fused augmenter draws from TF's global generator
     if not paths:
         return out
@@ -215,8 +212,6 @@ def predict_views_from_features(cfg: Config, model: keras.Model, paths: Sequence
     Same shapes as kit.model.inference.predict_views: binary -> P(class 1) per image, else (n, classes).
     Features missing from the cache are computed (and cached) first.
     """
-    if not views:
-        raise KitError("submit.tta is empty: give at least one view, e.g. [original, hflip]")
     identity, head = backbone_identity(model), head_model(model)
     total = None
     for view in views:

@@ -35,8 +35,6 @@ def predict_views(cfg: Config, model, images: np.ndarray | None, paths: Sequence
     from kit.model import engine
     from kit.data.pipeline import prediction_stream
 
-    if not views:
-        raise KitError("submit.tta is empty: give at least one view, e.g. [original, hflip]")
     forward = engine.model_function(cfg, model) if len(paths) >= ENGINE_MIN_IMAGES else model.predict_on_batch
     total = None
     for view in views:

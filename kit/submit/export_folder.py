@@ -13,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from kit.errors import KitError
+from kit.fsutil import file_in_the_way, remove_stale_temporaries, temporary_beside
 
 MARKER = "export.json"  # what makes a folder an earlier kit export; installed last
 
@@ -28,7 +28,7 @@ def check_target(final: Path, option: str | None) -> None:
     shown = f"{option} {final}" if option else str(final)
     if final.exists() and not final.is_dir():
         raise KitError(f"{shown} is a file, not a folder: give a new folder (or an earlier export) to write into")
-    blocked = next((parent for parent in final.parents if parent.exists() and not parent.is_dir()), None)
+    blocked = file_in_the_way(final)
     if blocked is not None:
         raise KitError(f"{shown} cannot be created: {blocked} is a file, not a folder; give another path")
     if option and final.is_dir() and not (final / MARKER).is_file() and any(final.iterdir()):
@@ -40,7 +40,8 @@ def check_target(final: Path, option: str | None) -> None:
 def staged(final: Path, own_names: Iterable[str]) -> Iterator[Path]:
     """Yield an empty temporary folder; on success put what it holds at `final` (see the module docstring)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temporaries(final.parent, final_name=final.name)  # what a killed export left
+    tmp = temporary_beside(final, folder=True)
     try:
         build = tmp / "export"
         build.mkdir()
@@ -58,12 +59,11 @@ def _install(build: Path, final: Path, own: set[str], trash: Path) -> None:
     trash.mkdir()
     new = sorted(p.name for p in build.iterdir())
     stale = sorted(name for name in own - set(new) if (final / name).exists() or (final / name).is_symlink())
-    for name in [n for n in new if n != MARKER] + [n for n in stale if n != MARKER]:
+    for name in [n for n in new if n != MARKER] + stale:
         target, entry = final / name, build / name
         present = target.exists() or target.is_symlink()
         if present and (name not in new or entry.is_dir() or (target.is_dir() and not target.is_symlink())):
             target.rename(trash / name)  # a folder is not replaced by a rename onto it: set the old one aside
         if name in new:
             os.replace(entry, target)  # a file is: atomically
-    if MARKER in new:
-        os.replace(build / MARKER, final / MARKER)
+    os.replace(build / MARKER, final / MARKER)  # last: the folder is an export again only when complete

@@ -26,7 +26,7 @@ import pandas as pd
 from kit.config import Config, with_image_size
 from kit.data.user_images import image_files, read_images
 from kit.errors import KitError
-from kit.fsutil import atomic_path
+from kit.fsutil import atomic_path, file_in_the_way
 from kit.model.inference import class_table, predict_views
 from kit.runs import RunDir
 
@@ -105,7 +105,7 @@ def check_csv(csv: str, entries: list[tuple[str, str]]) -> None:
         raise KitError(f"--csv {csv} is a folder: give a file name, e.g. {path / 'predictions.csv'}")
     if path.suffix.lower() != ".csv":
         raise KitError(f"--csv {csv} does not end in .csv: give a new CSV file name, e.g. {path.with_suffix('.csv')}")
-    blocked = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    blocked = file_in_the_way(path)
     if blocked is not None:
         raise KitError(f"--csv {csv} cannot be written: {blocked} is a file, not a folder; give another path")
     if not path.exists():

@@ -15,7 +15,6 @@ config.yaml has the same seed and fraction. submission.csv.json records which ("
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +53,7 @@ def validation_images(cfg: Config, run_dir: RunDir, index) -> tuple[pd.DataFrame
         if not {"path", "label"} <= set(split.columns) or split.empty:
             raise KitError(f"{run_dir.split_file} of run {run_dir.name} is damaged (no path,label rows): retrain "
                            "the run with `make train`, or pick another run with submit.run")
-        everything = index if cfg.data.limit_per_class <= 0 else load_index(_unlimited(cfg))
-        known = set(everything.train["path"]) | set(everything.val["path"])
-        gone = [path for path in split["path"] if path not in known]
+        gone = [path for path in split["path"] if path not in index.indexed_paths]  # limit_per_class aside
         if gone:
             raise KitError(f"run {run_dir.name} was validated on images the index no longer has (e.g. {gone[0]}; "
                            f"{len(gone)} of {len(split)}): rebuild the index of the data it was trained on with "
@@ -76,13 +73,6 @@ def validation_images(cfg: Config, run_dir: RunDir, index) -> tuple[pd.DataFrame
                        f"{show(ours)}: its validation score here would count its own training images; submit with "
                        f"--set \"{show(theirs)}\" (make: SET=\"{show(theirs)}\")")
     return index.val[["path", "label"]].reset_index(drop=True), "index"
-
-
-def _unlimited(cfg: Config) -> Config:
-    """cfg with data.limit_per_class off: every indexed image, not a sample."""
-    full = copy.deepcopy(cfg)
-    full.data.limit_per_class = 0
-    return full
 
 
 def score_validation(cfg: Config, model, val: pd.DataFrame, classes: list[str], from_features: bool = False) -> dict:

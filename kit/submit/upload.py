@@ -49,15 +49,15 @@ def _short_commit(commit: str) -> str:
     return head[:7] + plus + rest
 
 
-def check_file(cfg: Config, submission: Path) -> None:
-    """The submit stage's checks on the file's bytes, against the competition's sample submission."""
+def check_file(cfg: Config, submission: Path, data: bytes) -> None:
+    """The submit stage's checks on the file's bytes `data`, against the competition's sample submission."""
     sample_path = kit_paths.raw_dir(cfg) / SAMPLE_SUBMISSION
     if not sample_path.is_file():
         raise KitError(f"cannot check {submission} before uploading it: no sample submission at {sample_path}; "
                        "download the competition first with `make download`")
     sample = read_sample(sample_path)
     try:
-        frame = pd.read_csv(io.BytesIO(submission.read_bytes()))
+        frame = pd.read_csv(io.BytesIO(data))
     except (ValueError, UnicodeDecodeError, OSError) as error:  # pandas' ParserError and EmptyDataError too
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:100]
         raise KitError(f"{submission} is not a CSV submission ({first}): upload the file `make submit` "
@@ -80,15 +80,14 @@ def read_meta(submission: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def edited_after_submit(submission: Path, meta: dict) -> bool:
-    """Whether the file's bytes differ from the sha256 the submit stage recorded for it."""
+def edited_after_submit(data: bytes, meta: dict) -> bool:
+    """Whether the file's bytes `data` differ from the sha256 the submit stage recorded for it."""
     recorded = meta.get("sha256")
-    return isinstance(recorded, str) and hashlib.sha256(submission.read_bytes()).hexdigest() != recorded
+    return isinstance(recorded, str) and hashlib.sha256(data).hexdigest() != recorded
 
 
-def default_message(submission: Path, meta: dict | None = None) -> str:
-    """'kit run <run> | val log loss <x> | commit <sha>' from <file>.json, with what is known."""
-    meta = read_meta(submission) if meta is None else meta
+def default_message(submission: Path, meta: dict) -> str:
+    """'kit run <run> | val log loss <x> | commit <sha>' from <file>.json (`meta`), with what is known."""
     parts = [f"kit run {meta['run']}" if meta.get("run") else f"kit {submission.name}"]
     loss = meta.get("val_log_loss")
     if isinstance(loss, (int, float)) and not isinstance(loss, bool):
@@ -104,9 +103,10 @@ def run(cfg: Config, file: str = "submission.csv", message: str | None = None, a
 
     `api`: a KaggleApi (tests)."""
     submission = find_submission(cfg, file)
-    check_file(cfg, submission)
+    data = submission.read_bytes()  # read once: the bytes checked are the bytes hashed
+    check_file(cfg, submission, data)
     meta, own = read_meta(submission), message or cfg.submit.message
-    if edited_after_submit(submission, meta):
+    if edited_after_submit(data, meta):
         if not own:
             raise KitError(f"{submission} was edited after `make submit` wrote it (its sha256 is not the one in "
                            f"{meta_path(submission).name}), so the run and score there would not describe it: "

@@ -30,7 +30,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kit.config import Config
+from kit.config import Config, check_consistency
 from kit.data import pipeline
 from kit.data.dataset import load_index
 from kit.errors import KitError
@@ -136,12 +136,7 @@ class Trainer:
 
 def check_plan(cfg: Config, index) -> None:
     """Refuse a run that cannot work, before any image is read."""
-    t = cfg.train
-    if t.head_epochs + t.finetune_epochs < 1:
-        raise KitError("nothing to train: set train.head_epochs or train.finetune_epochs above 0")
-    if features.is_head_only(cfg) and t.head_epochs < 1:
-        raise KitError("train.head=features with train.finetune_epochs=0 trains only the head: "
-                       "set train.head_epochs above 0")
+    check_consistency(cfg)  # the rules between keys load_config checks, again for a config changed since
     if len(index.val) == 0:
         raise KitError("training keeps the best epoch by validation log loss: set data.val_fraction above 0")
 

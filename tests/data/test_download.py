@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kit import paths
-from kit.data import download
+from kit.data import download, extract
 from kit.errors import KitError
 from tests.data.test_kaggle_api import FakeApi, http_error
 from tests.fixtures import dead_pid, free_space, running_process, temporary_name
@@ -105,7 +105,7 @@ def test_from_folder_as_kaggle_notebooks_mount_it(cfg, competition_zip, tmp_path
 
 def test_kaggle_input_is_used_without_downloading(cfg, competition_zip, tmp_path, capsys):
     cfg.competition.kaggle_input = str(tmp_path / "kaggle-input")
-    extract_outer(competition_zip, paths.kaggle_input_dir(cfg))
+    extract_outer(competition_zip, Path(cfg.competition.kaggle_input) / cfg.competition.slug)
     api = FakeApi(error=AssertionError("must not download inside a Kaggle Notebook"))
     assert_complete(download.run(cfg, api=api))
     assert api.calls == [] and "Kaggle Notebook" in capsys.readouterr().out
@@ -217,14 +217,14 @@ def test_raw_moved_aside_by_a_killed_swap_is_put_back(cfg, competition_zip, good
 
 def test_interrupt_during_extraction_keeps_the_old_raw(cfg, competition_zip, good_raw, tmp_path, monkeypatch):
     raw, before = good_raw
-    real_extract = download._extract
+    real_extract = extract._extract
 
     def interrupted(inner_zip, files, dest, folder, label):
         if folder == "test":
             raise KeyboardInterrupt
         return real_extract(inner_zip, files, dest, folder, label)
 
-    monkeypatch.setattr(download, "_extract", interrupted)
+    monkeypatch.setattr(extract, "_extract", interrupted)
     other = shutil.copy(competition_zip, tmp_path / "other.zip")
     with pytest.raises(KeyboardInterrupt):
         download.run(cfg, str(other))
@@ -351,7 +351,7 @@ def test_missing_from_path(cfg, tmp_path):
 
 def test_disk_full_during_extraction_keeps_the_old_raw(cfg, competition_zip, good_raw, tmp_path, monkeypatch):
     raw, before = good_raw
-    real_copy, copied = download._copy, []
+    real_copy, copied = extract._copy, []
 
     def filling_up(zf, info, target, source, progress=False):
         if len(copied) == 45:  # the scratch copies and most train images went in
@@ -359,7 +359,7 @@ def test_disk_full_during_extraction_keeps_the_old_raw(cfg, competition_zip, goo
         copied.append(target)
         return real_copy(zf, info, target, source, progress)
 
-    monkeypatch.setattr(download, "_copy", filling_up)
+    monkeypatch.setattr(extract, "_copy", filling_up)
     other = shutil.copy(competition_zip, tmp_path / "other.zip")
     with pytest.raises(KitError) as error:
         download.run(cfg, str(other))

@@ -187,8 +187,6 @@ def test_check_results_from_before_orientation_was_read_are_not_reused(tmp_path:
 def test_predicting_a_phone_photo_reads_it_upright() -> None:
     import tempfile
 
-    import numpy as np
-
     from kit.data.user_images import read_images
     from tests.fixtures import oriented_photo
 

@@ -4,11 +4,9 @@ import os
 
 import keras
 import numpy as np
-import pandas as pd
 import pytest
 
 from kit import paths as kit_paths
-from kit.data import index as data
 from kit.data.dataset import load_index
 from kit.data import pipeline
 from kit.errors import KitError

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kit.data import index as data
 
 from kit.data.dataset import load_index
 from kit.data.synthetic import make_competition_zip

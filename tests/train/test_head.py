@@ -7,7 +7,6 @@ import pytest
 
 from kit import paths as kit_paths
 from kit.config import load_config
-from kit.data import index as data
 from kit.data.dataset import load_index
 from kit.data import pipeline
 from kit.errors import KitError
