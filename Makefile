@@ -18,7 +18,8 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload predict export lr-find report bench clean-demo
+.PHONY: help venv demo test download data train submit upload predict export lr-find report bench clean-demo \
+	kernel-push kernel-status kernel-output
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -58,6 +59,15 @@ lr-find: venv ## learning-rate range test: loss vs rate (PNG) and a suggested ra
 
 report: venv ## plots and report.html for a run (RUN=name, default the newest)
 	$(KIT) report $(OPTS) $(if $(RUN),--run "$(RUN)")
+
+kernel-push: venv ## run this config in a Kaggle kernel, T4 x2 (ARGS="--cpu" or "--dry-run": bundle only)
+	$(KIT) kernel push $(OPTS) $(ARGS)
+
+kernel-status: venv ## poll the pushed kernel until it ends; on ERROR its message and log tail (ARGS=--no-wait)
+	$(KIT) kernel status $(OPTS) $(ARGS)
+
+kernel-output: venv ## bring the kernel's run and submission.csv back, checked, ready for make upload
+	$(KIT) kernel output $(OPTS) $(ARGS)
 
 bench: venv ## benchmarks side by side into BENCHMARKS.md (QUICK=1: a smoke run; not part of make test)
 	$(PY) bench/run.py $(if $(QUICK),--quick) $(BENCH_ARGS)

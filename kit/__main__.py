@@ -5,6 +5,7 @@
     python -m kit train    --config configs/dogs-vs-cats-redux.yaml --set train.finetune_epochs=7
     python -m kit submit   --config configs/dogs-vs-cats-redux.yaml
     python -m kit upload   --config configs/dogs-vs-cats-redux.yaml
+    python -m kit kernel push --config configs/dogs-vs-cats-redux.yaml [--gpu | --cpu] [--dry-run]
     python -m kit demo
 
 Each stage is a plain function `run(config) -> path` in its own module, and no stage calls another:
@@ -33,10 +34,12 @@ STAGES = {
     "export": ("kit.submit.export", "the trained model as .keras, SavedModel and TFLite, raw RGB in, labels baked in"),
     "lr-find": ("kit.train.lr_find", "learning-rate range test: loss against rate (PNG) and a suggested rate"),
     "report": ("kit.report.report", "plots and report.html for a run"),
+    "kernel": ("kit.kernel.kernel", "run this config in a Kaggle kernel: push (--gpu/--cpu, --dry-run), status, output"),
     "demo": ("kit.demo", "the whole chain offline on a generated synthetic competition"),
 }
 
-# Stage-specific options: (flags, argparse keywords). Their destinations are passed to run(cfg, ...).
+# Stage-specific options: (flags, argparse keywords), or a list of them that exclude each other. Their
+# destinations are passed to run(cfg, ...).
 ARGUMENTS = {
     "download": [(["--from"], dict(dest="source", default=None, metavar="PATH",
                                     help="use this competition zip (as Kaggle serves it) or folder instead of the API"))],
@@ -52,6 +55,15 @@ ARGUMENTS = {
                (["--out"], dict(default=None, help="output folder (default: <run>/export)"))],
     "lr-find": [(["--run"], dict(dest="run_name", default=None, help="start from this run's model (finetune stage)"))],
     "report": [(["--run"], dict(dest="run_name", default=None, help="run folder or name (default: the newest)"))],
+    "kernel": [(["action"], dict(choices=["push", "status", "output"],
+                                 help="push: upload and start the kernel; status: poll it; output: bring it back")),
+               [(["--gpu"], dict(dest="accelerator", action="store_const", const="gpu", default=None,
+                                 help="push: Kaggle's GPU machine, two T4s (default: kernel.accelerator)")),
+                (["--cpu"], dict(dest="accelerator", action="store_const", const="cpu", help="push: a CPU machine"))],
+               (["--dry-run"], dict(dest="dry_run", action="store_true", help="push: write the bundle, push nothing")),
+               (["--kernel"], dict(default=None, metavar="OWNER/SLUG",
+                                   help="status/output: this kernel (default: the one this config last pushed)")),
+               (["--no-wait"], dict(dest="wait", action="store_false", help="status: ask once, do not poll"))],
 }
 
 
@@ -81,8 +93,13 @@ def parser() -> argparse.ArgumentParser:
         stage.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                            help="override a config key, e.g. --set data.image_size=160 (repeatable; "
                                 "several may share one quoted argument)")
-        for flags, options in ARGUMENTS.get(name, []):
-            stage.add_argument(*flags, **options)
+        for argument in ARGUMENTS.get(name, []):
+            if isinstance(argument, list):  # options that exclude each other
+                group = stage.add_mutually_exclusive_group()
+                for flags, options in argument:
+                    group.add_argument(*flags, **options)
+            else:
+                stage.add_argument(*argument[0], **argument[1])
     return main
 
 
@@ -142,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         if kaggle_env.kaggle_root() is not None:  # only then is the config file read again for its keys
             kaggle_env.apply_notebook_defaults(cfg, kaggle_env.explicit_keys(args.config, overrides))
         if args.stage in BUILDS_A_BACKBONE and cfg.model.weights == "imagenet":
-            kaggle_env.prepare_keras_home()  # before Keras is imported: it reads KERAS_HOME once
-        if args.stage in TENSORFLOW_STAGES:
+            kaggle_env.prepare_keras_home(Path(cfg.paths.cache_dir) / "keras")  # before Keras is imported: it reads KERAS_HOME once
+        if args.stage in TENSORFLOW_STAGES or getattr(args, "action", None) == "push":
             import_tensorflow_quietly()
         run_data_stage_first(args.stage, cfg)
         module = importlib.import_module(STAGES[args.stage][0])

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
-
 from kit.config_values import coerce, read_yaml
 from kit.errors import KitError
 
@@ -47,6 +46,7 @@ class PathsConfig:
     runs_dir: str = setting("runs", resume=False)  # one folder per training run
     submissions_dir: str = setting("submissions", resume=False)  # every submission, <run>-<timestamp>.csv
     submission: str = setting("submission.csv", resume=False)  # the latest checked submission (`make upload`)
+    kernels_dir: str = setting("kernels", resume=False)  # `kit kernel push` bundles and what came back
 
 
 @dataclass
@@ -133,10 +133,18 @@ class LrFindConfig:
 
 @dataclass
 class ExportConfig:
-    formats: list[EXPORT_FORMATS] = setting(["keras", "saved_model", "tflite", "tflite_float16"], nonempty=True,
-                                            resume=False)
+    formats: list[EXPORT_FORMATS] = setting(["keras", "saved_model", "tflite", "tflite_float16"], nonempty=True, resume=False)
     tolerance: float = setting(1e-4, above=0.0, resume=False)  # max |exported - keras| probability, float32
     tolerance_quantized: float = setting(2e-2, above=0.0, resume=False)  # the same for float16 / int8 weights
+
+
+@dataclass
+class KernelConfig:
+    owner: str = setting("", resume=False)  # your Kaggle user name (empty: the one your credentials sign in as)
+    slug: str = setting("", resume=False)  # the kernel's slug (empty: kit-<config name>)
+    accelerator: Literal["gpu", "cpu"] = setting("gpu", resume=False)  # gpu: Kaggle's T4 x2
+    wait_minutes: float = setting(720.0, above=0.0, resume=False)  # `kit kernel status` polls this long at most,
+    poll_seconds: float = setting(30.0, min=1.0, resume=False)  # at most this long between two calls
 
 
 @dataclass
@@ -150,6 +158,7 @@ class Config:
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     lr_find: LrFindConfig = field(default_factory=LrFindConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    kernel: KernelConfig = field(default_factory=KernelConfig)
     name: str = "default"  # set from the config file's name
 
 

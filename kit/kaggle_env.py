@@ -8,7 +8,8 @@ present) only `<root>/working` is writable and kept, and the competition is moun
 `paths.kaggle_input_dirs`). `apply_notebook_defaults` points every output (paths.*) under `<root>/working`
 and competition.kaggle_input at `<root>/input`, except the keys the user set in the config file or with --set.
 `prepare_keras_home` makes the Keras weight files of an attached dataset visible to keras.applications:
-it links them into `<root>/working/keras/models/` and sets KERAS_HOME there, which Keras reads at import.
+it links them into `<paths.cache_dir>/keras/models/` (working/cache in a notebook; `kit kernel`'s script puts
+the caches outside the kept output) and sets KERAS_HOME there, which Keras reads at import.
 """
 from __future__ import annotations
 
@@ -97,16 +98,17 @@ def find_weights(input_dir: Path, max_depth: int = MAX_DEPTH) -> dict[str, Path]
     return found
 
 
-def prepare_keras_home(root: Path | None = None) -> Path | None:
-    """In a Kaggle Notebook, link the attached Keras weight files into `<root>/working/keras/models/` and point
-    KERAS_HOME (and an already imported Keras) there; return that KERAS_HOME, or None outside a notebook.
-    A KERAS_HOME the user set is left alone. Call before Keras is imported (it reads KERAS_HOME once)."""
+def prepare_keras_home(home: Path, root: Path | None = None) -> Path | None:
+    """In a Kaggle Notebook, link the attached Keras weight files into `<home>/models/` (the caller passes
+    <paths.cache_dir>/keras) and point KERAS_HOME (and an already imported Keras) there; return that KERAS_HOME,
+    or None outside a notebook. A KERAS_HOME the user set is left alone. Call before Keras is imported (it
+    reads KERAS_HOME once)."""
     root = root or kaggle_root()
     if root is None:
         return None
     if os.environ.get("KERAS_HOME"):
         return Path(os.environ["KERAS_HOME"])
-    home = root / "working" / "keras"
+    home = Path(home).absolute()
     models = home / "models"
     models.mkdir(parents=True, exist_ok=True)
     weights = find_weights(root / "input")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -30,17 +31,19 @@ def library_versions() -> dict:
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout kit runs from (with '+dirty' if it has changes), or None."""
+    """The commit of the checkout kit runs from (with '+dirty' if it has changes), else KIT_SOURCE_COMMIT (set by
+    the kernel script: the commit `kit kernel push` ran from), else None."""
     root = Path(__file__).resolve().parent.parent
+    pushed = os.environ.get("KIT_SOURCE_COMMIT") or None
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if head.returncode != 0:
-            return None
+            return pushed
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return pushed
 
 
 def save_provenance(cfg: Config, folder: str | Path) -> Path:

@@ -18,7 +18,8 @@ def output_paths(tmp_path: Path) -> list[str]:
     """Overrides that put every output folder inside `tmp_path` (and never pick up a real /kaggle/input)."""
     return [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
             f"paths.runs_dir={tmp_path / 'runs'}", f"paths.submissions_dir={tmp_path / 'submissions'}",
-            f"paths.submission={tmp_path / 'submission.csv'}", f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"]
+            f"paths.submission={tmp_path / 'submission.csv'}", f"paths.kernels_dir={tmp_path / 'kernels'}",
+            f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"]
 
 
 # A from-scratch CNN small enough to train in seconds: what every "indexed synthetic competition" trains.

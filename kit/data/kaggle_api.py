@@ -2,6 +2,7 @@
 
     python -m kit download          # -> download_competition(slug, data/<slug>/download)
     python -m kit upload            # -> submit_file(slug, submissions/submission.csv, message)
+    python -m kit kernel push       # kit/kernel/remote.py: datasets and kernels, through call_kaggle
 
 `check_credentials` looks for every credential form kaggle 2.2.4 accepts, in the client's own
 order, without the network and without ever putting a secret into a message. `call_kaggle` turns
@@ -9,7 +10,7 @@ the client's HTTP and connection errors into one-line KitErrors (403: accept the
 bounded back-off, ...). `import kaggle` authenticates on import, so it happens only in `connect`.
 
 Over 300 lines: four credential forms and the client's HTTP failures are kept in this one module, so that
-no other module talks to Kaggle or handles its secrets.
+no other module handles Kaggle's secrets or its errors (kit/kernel/remote.py makes its calls through here).
 """
 from __future__ import annotations
 
@@ -156,6 +157,20 @@ def check_credentials(env: Mapping[str, str] = os.environ, home: Path | None = N
                    f"legacy kaggle.json in {_kaggle_json_dir(env, home)} or KAGGLE_USERNAME + KAGGLE_KEY also work")
 
 
+def known_username(env: Mapping[str, str] = os.environ, home: Path | None = None) -> str | None:
+    """The Kaggle user name the local credentials give (KAGGLE_USERNAME, else kaggle.json), without the network;
+    None for token forms, which name no user until Kaggle is asked."""
+    home = Path(home) if home is not None else Path(os.path.expanduser("~"))
+    if str(env.get("KAGGLE_USERNAME") or "").strip():
+        return env["KAGGLE_USERNAME"].strip()
+    try:
+        values = json.loads((_kaggle_json_dir(env, home) / "kaggle.json").read_text())
+    except (OSError, ValueError):
+        return None
+    name = values.get("username") if isinstance(values, dict) else None
+    return str(name).strip() or None if name else None
+
+
 def connect() -> Any:
     """An authenticated kaggle.KaggleApi. Credentials are checked locally first."""
     form = check_credentials()
@@ -205,8 +220,10 @@ def _safe_text(exc: BaseException, limit: int = 200) -> str:
     return text[:limit]
 
 
-def kaggle_error(exc: BaseException, *, what: str, slug: str, retries: int = 0, hint: str = "") -> KitError:
-    """One-line KitError for an exception raised by the kaggle client while doing `what`."""
+def kaggle_error(exc: BaseException, *, what: str, slug: str, retries: int = 0, hint: str = "",
+                 missing: str = "") -> KitError:
+    """One-line KitError for an exception raised by the kaggle client while doing `what`; `missing`: the
+    message for a 404 when what was not found is not the competition (a kernel, a dataset)."""
     status = http_status(exc)
     on = f" for '{slug}'" if slug else ""
     if status == 401:
@@ -216,6 +233,8 @@ def kaggle_error(exc: BaseException, *, what: str, slug: str, retries: int = 0, 
         return KitError(f"Kaggle refused {what}{on} (HTTP 403): you have not accepted the competition rules: open "
                         f"https://www.kaggle.com/competitions/{slug}/rules, click 'I Understand and Accept', "
                         f"then rerun")
+    if status == 404 and missing:
+        return KitError(f"{missing} (HTTP 404 while {what})")
     if status == 404:
         return KitError(f"competition '{slug}' not found on Kaggle (HTTP 404) while {what}: check "
                         f"competition.slug in your config (the name in https://www.kaggle.com/competitions/<slug>)")
@@ -247,7 +266,7 @@ def _retry_delay(exc: BaseException, attempt: int, base_delay: float) -> float:
 
 
 def call_kaggle(fn: Callable[[], Any], *, what: str, slug: str, retries: int = 4, base_delay: float = 2.0,
-                sleep: Callable[[float], None] | None = None, hint: str = "") -> Any:
+                sleep: Callable[[float], None] | None = None, hint: str = "", missing: str = "") -> Any:
     """fn(), with rate limits and server errors retried (bounded back-off) and failures as KitError."""
     sleep = sleep or time.sleep  # looked up now, so a test can replace time.sleep
     for attempt in range(retries + 1):
@@ -264,7 +283,7 @@ def call_kaggle(fn: Callable[[], Any], *, what: str, slug: str, retries: int = 4
                       f"retry {attempt + 1}/{retries}", flush=True)
                 sleep(delay)
                 continue
-            error = kaggle_error(exc, what=what, slug=slug, retries=attempt, hint=hint)
+            error = kaggle_error(exc, what=what, slug=slug, retries=attempt, hint=hint, missing=missing)
             if status is not None or isinstance(exc, SystemExit):
                 raise error from None  # requests' message holds the (maybe signed) URL
             raise error from exc

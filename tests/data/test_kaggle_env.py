@@ -88,7 +88,7 @@ def test_a_kernel_is_detected_by_its_environment(monkeypatch, tmp_path):
     assert kaggle_env.kaggle_root() is None
     cfg = load_config(None, [])
     assert kaggle_env.apply_notebook_defaults(cfg) == {} and cfg.paths.data_dir == "data"
-    assert kaggle_env.prepare_keras_home() is None
+    assert kaggle_env.prepare_keras_home(tmp_path / "keras") is None
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     assert kaggle_env.kaggle_root() == Path("/kaggle")
     monkeypatch.setenv("KIT_KAGGLE_ROOT", str(tmp_path))
@@ -165,12 +165,12 @@ def test_attached_keras_weights_become_visible_under_keras_home(kaggle, competit
     (dataset / "efficientnetb0_notop.h5").write_bytes(b"other")
     (dataset / "notes.h5").write_bytes(b"not a keras cache name")
     before = tree_hash(kaggle / "input")
-    home = kaggle_env.prepare_keras_home()
-    assert home == kaggle / "working" / "keras" and os.environ["KERAS_HOME"] == str(home)
+    home = kaggle_env.prepare_keras_home(kaggle / "working" / "cache" / "keras")
+    assert home == kaggle / "working" / "cache" / "keras" and os.environ["KERAS_HOME"] == str(home)
     models = home / "models"
     assert sorted(p.name for p in models.iterdir()) == ["efficientnetb0_notop.h5", WEIGHTS]
     assert (models / WEIGHTS).read_bytes() == b"fake weights"
-    assert kaggle_env.prepare_keras_home() == home  # a second call: nothing to do, no error
+    assert kaggle_env.prepare_keras_home(home) == home  # a second call: nothing to do, no error
     assert tree_hash(kaggle / "input") == before
     import keras  # Keras' own cache lookup finds the file there, without any network
 
@@ -180,7 +180,7 @@ def test_attached_keras_weights_become_visible_under_keras_home(kaggle, competit
 
 def test_a_keras_home_the_user_set_is_left_alone(kaggle, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "mine"))
-    assert kaggle_env.prepare_keras_home() == tmp_path / "mine" and not (kaggle / "working" / "keras").exists()
+    assert kaggle_env.prepare_keras_home(kaggle / "k") == tmp_path / "mine" and not (kaggle / "k").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,1 @@
+"""`kit kernel`: run the current config in a Kaggle kernel (bundle, push, status, output)."""
