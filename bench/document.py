@@ -75,6 +75,7 @@ HOW_TO_RUN = [
     "KIT_REAL_COMPETITION=/path/to/dogs-vs-cats-redux-kernels-edition.zip \\",
     "KIT_KERAS_WEIGHTS=/path/to/keras/models make bench      # real photos, ImageNet weights, end-to-end rows",
     "make bench BENCH_ARGS=\"--skip-finetune --only pipeline,features\"",
+    "make bench BENCH_ARGS=\"--only device\"    # re-measure one section: the others keep their numbers here",
     ".venv/bin/python bench/run.py --from-json results.json   # rewrite this file from saved numbers (--json)",
     "```",
     "",
@@ -137,3 +138,89 @@ def render(results: dict) -> str:
     lines += [render_section(name, title, sections.get(name)) for name, title in S.TITLES.items()]
     lines += ["## Method", "", *[f"- {line}" for line in S.METHOD], ""]
     return "\n".join(lines)
+
+
+# ---- a partial run (--only): its sections spliced into the existing document --------------------------
+
+def _blocks(text: str) -> list[str]:
+    """The document cut before each "## " heading (the first block is what comes before any)."""
+    blocks, current = [], []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## ") and current:
+            blocks.append("".join(current))
+            current = []
+        current.append(line)
+    return blocks + ["".join(current)] if current else blocks
+
+
+def _find(blocks: list[str], heading: str) -> int | None:
+    """The block whose heading starts with `heading` ("## 3." finds section 3 whatever its title)."""
+    first = [b.split("\n", 1)[0].rstrip() for b in blocks]
+    return next((i for i, line in enumerate(first) if line == heading or line.startswith(heading + " ")), None)
+
+
+def _number(name: str) -> str:
+    return S.TITLES[name].split(" ", 1)[0].rstrip(".")
+
+
+def _splice_targets(old: str, new: str | None, numbers: list[str]) -> str:
+    """"Targets at a glance" with the rows of `numbers` from `new`, the other rows as they were, in section order."""
+    order = [_number(n) for n in S.TITLES]
+    rows = lambda block: [ln for ln in block.splitlines()[4:] if ln.startswith("| ")]  # noqa: E731 — after the header
+    section = lambda row: row.split("|")[1].strip()  # noqa: E731
+    kept = [r for r in rows(old) if section(r) not in numbers] + [r for r in rows(new or "") if section(r) in numbers]
+    kept.sort(key=lambda r: order.index(section(r)) if section(r) in order else len(order))
+    return "\n".join(old.splitlines()[:4] + kept) + "\n\n"
+
+
+def _heading(name: str) -> str:
+    return "## " + S.TITLES[name].split(" ", 1)[0]  # "## 3.": found whatever the section's title says
+
+
+def _put_section(blocks: list[str], name: str, block: str) -> None:
+    """Replace section `name` in `blocks`; one the document did not have goes before the next section it has."""
+    at = _find(blocks, _heading(name))
+    if at is not None:
+        blocks[at] = block
+        return
+    names = list(S.TITLES)
+    later = [_find(blocks, _heading(n)) for n in names[names.index(name) + 1:]] + [_find(blocks, "## Method")]
+    blocks.insert(min([i for i in later if i is not None], default=len(blocks)), block)
+
+
+def _note_rerun(block: str, numbers: list[str], meta: dict, quick: bool) -> str:
+    """"This run" with one "- §3 re-measured on ..." line per re-measured section (replacing an earlier one)."""
+    lines = [ln for ln in block.rstrip("\n").splitlines() if not any(ln.startswith(f"- §{n} re-measured")
+                                                                    for n in numbers)]
+    commit = meta["machine"]["versions"].get("git_commit") or "unknown"
+    loads = f"{'/'.join(map(str, meta['load_start']))}, at the end {'/'.join(map(str, meta['load_end']))}"
+    notes = [f"- §{n} re-measured on {meta['date']} by `{meta['command']}` (kit commit {commit}; load average at the "
+             f"start {loads}{'; QUICK sizes' if quick else ''}); the other sections are from the run above"
+             for n in numbers]
+    last = max((i for i, ln in enumerate(lines) if ln.startswith("- ")), default=len(lines) - 1)
+    return "\n".join(lines[:last + 1] + notes + lines[last + 1:]) + "\n\n"
+
+
+def splice(old: str, new: str, names: list[str], meta: dict) -> str:
+    """`old` (the document) with the sections `names` and their "Targets at a glance" rows taken from `new`, the
+    document of a partial run (`--only`); "This run" says when those were re-measured. Other numbers are kept."""
+    blocks, fresh = _blocks(old), _blocks(new)
+    numbers = [_number(n) for n in names]
+    quick = bool(meta.get("quick")) and "QUICK RUN" not in blocks[0]  # quick numbers in a full run's document
+    for name in names:
+        block = fresh[_find(fresh, _heading(name))]
+        if quick:
+            title, _, rest = block.partition("\n\n")
+            block = (f"{title}\n\n> **QUICK numbers** (`--quick`, tiny sizes): this section says nothing about speed; "
+                     f"the others are from a full run.\n\n{rest}")
+        _put_section(blocks, name, block)
+    at, new_at = _find(blocks, "## How to run"), _find(fresh, "## How to run")
+    if at is not None and new_at is not None:
+        blocks[at] = fresh[new_at]
+    at, new_at = _find(blocks, "## Targets at a glance"), _find(fresh, "## Targets at a glance")
+    if at is not None:
+        blocks[at] = _splice_targets(blocks[at], None if new_at is None else fresh[new_at], numbers)
+    at = _find(blocks, "## This run")
+    if at is not None:
+        blocks[at] = _note_rerun(blocks[at], numbers, meta, quick)
+    return "".join(blocks)

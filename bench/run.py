@@ -6,7 +6,9 @@
 With KIT_REAL_COMPETITION (the competition zip) the pictures are real photos and section 4 (end to
 end) runs; with KIT_KERAS_WEIGHTS (a folder of Keras weight files, copied into a temporary
 KERAS_HOME) MobileNetV2 uses ImageNet weights. Everything is written under a temporary folder that
-is deleted at the end (--keep keeps it); only BENCHMARKS.md is written into the project.
+is deleted at the end (--keep keeps it); only BENCHMARKS.md is written into the project. A partial run
+(--only) replaces just its sections (and their rows in "Targets at a glance") in the existing document and
+notes when they were re-measured: the other sections keep their numbers.
 """
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ SECTIONS = ("pipeline", "cache", "parallelism", "features", "device", "end_to_en
 FULL = {"pipeline_images": 600, "repeats": 5, "cache_images": 1000, "parallel_images": 400, "parallel_repeats": 4,
         "feature_images": 320, "feature_repeats": 4, "image_size": 224, "batch_size": 32,
         "device": {"image_size": 224, "batch_size": 8, "max_steps": 3, "budget_seconds": 45.0}, "device_timeout": 480,
+        "distribute": {"image_size": 128, "batch_size": 16, "steps": 6, "rounds": 16},
         "scaling": [1000, 2000, 4000, 8000], "scaling_unique": 400, "scaling_picture": 256, "timeout": 1800}
 QUICK = {"pipeline_images": 64, "repeats": 1, "cache_images": 64, "parallel_images": 64, "parallel_repeats": 1,
          "feature_images": 32, "feature_repeats": 1, "image_size": 224, "batch_size": 16,
          "device": {"image_size": 64, "batch_size": 4, "max_steps": 1, "budget_seconds": 5.0}, "device_timeout": 240,
+         "distribute": {"image_size": 32, "batch_size": 4, "steps": 1, "rounds": 2},
          "scaling": [64, 128], "scaling_unique": 16, "scaling_picture": 128, "timeout": 600}
 
 
@@ -121,16 +125,22 @@ class Bench:
     def device(self) -> dict:
         settings = {"xla_off_float32": ("false", "false"), "xla_on_float32": ("true", "false"),
                     "xla_off_mixed": ("false", "true")}
-        runs, timeout = {}, self.size["device_timeout"]
-        for name, (jit, mixed) in settings.items():
-            try:
-                runs[name] = self.worker("train_step", {"jit_compile": jit, "mixed_precision": mixed,
-                                                        **self.size["device"]}, timeout=timeout)
-            except RuntimeError as error:
-                if "timed out" not in str(error):
-                    raise
-                runs[name] = {"timed_out": True, "timeout": timeout}
-        return {"runs": runs, **{k: self.size["device"][k] for k in ("image_size", "batch_size")}}
+        runs = {name: self._timed_worker("train_step", {"jit_compile": jit, "mixed_precision": mixed,
+                                                         **self.size["device"]})
+                for name, (jit, mixed) in settings.items()}
+        distribute = self._timed_worker("distribute_fit", self.size["distribute"])  # train.distribute auto vs none
+        return {"runs": runs, "distribute": distribute,
+                **{k: self.size["device"][k] for k in ("image_size", "batch_size")}}
+
+    def _timed_worker(self, job: str, args: dict) -> dict:
+        """A device job, or {"timed_out": True} when it cannot finish within the device time limit."""
+        timeout = self.size["device_timeout"]
+        try:
+            return self.worker(job, args, timeout=timeout)
+        except RuntimeError as error:
+            if "timed out" not in str(error):
+                raise
+            return {"timed_out": True, "timeout": timeout}
 
     def end_to_end(self) -> dict:
         from bench import end_to_end
@@ -207,11 +217,18 @@ def measuring_arguments(argv: list[str]) -> list[str]:
     return shown
 
 
+def rendered(results: dict, out: Path) -> str:
+    """The document; a partial run's (--only) sections spliced into the existing one, whose others are kept."""
+    text, only = document.render(results), results["meta"].get("only")
+    return document.splice(out.read_text(), text, only, results["meta"]) if only and out.is_file() else text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (still writes the document)")
     parser.add_argument("--skip-finetune", action="store_true", help="leave out kit's fine-tune path (~10-13 min)")
-    parser.add_argument("--only", default="", help=f"comma-separated sections: {','.join(SECTIONS)}")
+    parser.add_argument("--only", default="",
+                        help=f"comma-separated sections: {','.join(SECTIONS)} (the document's others are kept)")
     parser.add_argument("--out", default=str(common.ROOT / "BENCHMARKS.md"), help="the document to write")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--workdir", default=None, help="temporary folder (default: a new one under the system temp)")
@@ -231,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     if args.from_json:
-        write_text_atomic(args.out, document.render(json.loads(Path(args.from_json).read_text())))
+        write_text_atomic(args.out, rendered(json.loads(Path(args.from_json).read_text()), Path(args.out)))
         print(f"bench: wrote {args.out} from {args.from_json}")
         return 0
     bench = Bench(args)
@@ -248,12 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "machine": common.machine(), "data": bench.pictures_label(),
             "weights": "ImageNet (KIT_KERAS_WEIGHTS)" if bench.keras_home else "none (random init: same speed)",
             "load_start": start_load, "load_end": load(), "load_max": bench.max_load,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started,
+            "only": [s for s in SECTIONS if s in args.only.split(",")]}
         text = json.dumps(bench.results, indent=2, default=str)
         (bench.work / "results.json").write_text(text)
         if args.json:
             write_text_atomic(args.json, text)
-        write_text_atomic(args.out, document.render(bench.results))
+        write_text_atomic(args.out, rendered(bench.results, Path(args.out)))
         print(f"bench: wrote {args.out} in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
     finally:
         if args.keep or not bench.temporary:

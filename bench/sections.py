@@ -16,7 +16,7 @@ TITLES = {
     "cache": "1b. Where the resized images live: `data.cache` disk vs memory vs none",
     "parallelism": "1c. tf.data parallelism and prefetch: AUTOTUNE vs fixed",
     "features": "2. Feature extraction through MobileNetV2",
-    "device": "3. XLA and mixed precision on this CPU (the `auto` defaults)",
+    "device": "3. XLA, mixed precision and tf.distribute on this CPU (the `auto` defaults)",
     "end_to_end": "4. End to end on the real mini competition",
     "scaling": "5. Scaling: index + cache + features at growing image counts",
 }

@@ -73,14 +73,56 @@ def device(r: dict) -> Built:
     built = Built(intro=[f"One MobileNetV2 fine-tuning step (backbone unfrozen, BatchNorm frozen, Adam) on batches of "
                          f"{r['batch_size']}{small} at {r['image_size']} px, compiled by `kit.train.recipe.compile_model`; "
                          "each setting in its own process. kit = the `auto` choice on a CPU (XLA off, float32)."])
-    built.tables.append(("", ["measure", "kit (auto)", "alternative", "ratio", "ratio (CPU time)", "target", "met?"],
-                         rows))
-    built.tables.append(("Per setting:", ["setting", "dtype policy", "XLA", "first step s", "s / step", "img/s"],
-                         detail))
     verdicts = [f"{row.label.split(':')[0]} on costs {x(row.ratio)} (the `auto` default "
                 f"{'is right' if row.met else 'is WRONG'} to leave it off on a CPU)" for row in rows]
     built.findings.append("; ".join(verdicts) + ". Both remain on for a GPU, where they are what the hardware wants.")
+    distribute = _distribute(r.get("distribute"), built)
+    built.tables.insert(0, ("", ["measure", "kit (auto)", "alternative", "ratio", "ratio (CPU time)", "target", "met?"],
+                            rows + distribute))
+    built.tables.insert(1, ("Per setting:", ["setting", "dtype policy", "XLA", "first step s", "s / step", "img/s"],
+                            detail))
     return built
+
+
+def _strategy_name(run: dict) -> str:
+    """What `kit.model.device.describe` logged: "default (one device)" or "MirroredStrategy x 2 replicas (...)"."""
+    return "default (one device)" if not run["distributed"] else run["strategy"].split("distribute: ", 1)[-1]
+
+
+def _distribute(d: dict | None, built: Built) -> list[Row]:
+    """The train.distribute row (auto vs none, passes taking turns in one process), its table and finding."""
+    label = "tf.distribute: `train.distribute` auto vs none"
+    target = "≥ 0.97x (CPU time: no cost beyond 3%)"
+    if d is None:
+        return []
+    if d.get("timed_out"):
+        built.findings.append(f"The tf.distribute passes did not finish within {d['timeout']:.0f} s.")
+        return [Row(label, f"timed out ({d['timeout']:.0f} s)", "—", None, None, target, None)]
+    wall, cpu, auto, none = d["paired_ratio"], d["paired_cpu_ratio"], d["auto"], d["none"]
+    # Judged on CPU time, as section 5 is: other jobs' load moves wall time between two passes, not the work done.
+    met = cpu["median"] >= 0.97
+    spread = lambda r: f"{r['low']:.2f}x-{r['high']:.2f}x"  # noqa: E731
+    row = Row(f"{label} (one CPU device; median of {d['blocks']} ABBA blocks, CPU-time range {spread(cpu)})",
+              auto["median"]["per_s"], none["median"]["per_s"], wall["median"], cpu["median"], target, met, digits=1)
+    built.intro += ["", f"The tf.distribute row: {d['rounds']} rounds of one {d['steps']}-batch fine-tuning pass per "
+                        f"setting ({d['backbone']}, weights none, {d['image_size']} px, batch {d['batch_size']}), "
+                        "`auto` and `none` taking turns in one process in ABBA order after an untimed pass each, "
+                        "through what `kit.train.fit` does: `kit.model.device.strategy`, build and compile in its "
+                        "scope, kit's augmented training stream through `device.for_strategy`, `model.fit`. Ratio = "
+                        "the median over blocks of two rounds (ABBA: a steady rise or fall of the load cancels) of "
+                        "auto / none."]
+    built.tables.append(("tf.distribute, per setting:", ["`train.distribute`", "strategy chosen", "replicas",
+                                                         "first pass s", "img/s per round", "median img/s"],
+                         [[f"`{name}`", _strategy_name(v), str(v["replicas"]), f"{v['first_pass_seconds']:.1f}",
+                           ", ".join(f"{p:.1f}" for p in v["median"]["all_per_s"]), f"{v['median']['per_s']:.1f}"]
+                          for name, v in (("auto", auto), ("none", none))]))
+    chosen = "the default strategy" if not auto["distributed"] else f"a real strategy ({_strategy_name(auto)})"
+    built.findings.append(f"`train.distribute=auto` chose {chosen} on this one-device machine and trains at "
+                          f"{x(cpu['median'])} the speed of `none` per CPU-second (blocks {spread(cpu)}; "
+                          f"{x(wall['median'])} in wall time, blocks {spread(wall)}): "
+                          f"{'no measurable cost' if met else 'a COST (target missed)'}. "
+                          "MirroredStrategy is taken only with two or more GPUs.")
+    return [row]
 
 
 # ---- 4. end to end ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ JOBS = {
     "parallelism": ("bench.pipeline_bench", "parallelism"),
     "features": ("bench.feature_bench", "feature_section"),
     "train_step": ("bench.device_bench", "train_step"),
+    "distribute_fit": ("bench.device_bench", "distribute_fit"),
     "scaling": ("bench.scaling", "scale_once"),
     "sleep": ("bench.worker", "sleep"),  # the harness's own smoke test
 }

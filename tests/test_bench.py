@@ -31,6 +31,7 @@ def tiny_results(photos, tmp_path_factory) -> dict:
     par = pipeline_bench.parallelism(photos, str(work), image_size=32, batch_size=8, repeats=1)
     feats = feature_bench.feature_section(photos[:8], str(work), image_size=32, batch_size=4, repeats=1)
     step = device_bench.train_step("false", "false", image_size=32, batch_size=2, max_steps=1)
+    spread = device_bench.distribute_fit(image_size=16, batch_size=2, steps=1, rounds=2, backbone="small_cnn")
     unique = images.synthetic_photos(work / "unique", 4, size=(40, 40))
     points = []
     for n in (8, 12):
@@ -41,7 +42,7 @@ def tiny_results(photos, tmp_path_factory) -> dict:
     return {"pipeline": pipe, "cache": {"images": 16, "image_size": 32, "modes": modes}, "parallelism": par,
             "features": feats, "device": {"runs": {"xla_off_float32": step,
                                                    "xla_on_float32": {"timed_out": True, "timeout": 60}},
-                                          "image_size": 32, "batch_size": 2},
+                                          "distribute": spread, "image_size": 32, "batch_size": 2},
             "scaling": {"points": points, "image_size": 32, "picture_size": 40}}
 
 
@@ -86,6 +87,12 @@ def test_feature_and_device_sections(tiny_results):
     assert f["engine"] == "tflite" and 0 <= f["tflite_max_abs_diff"] < 1e-3 * max(1.0, f["feature_scale"])
     step = tiny_results["device"]["runs"]["xla_off_float32"]
     assert step["policy"] == "float32" and step["jit_compile"] is False and step["images_per_s"] > 0
+    spread = tiny_results["device"]["distribute"]
+    for name in ("auto", "none"):  # one CPU device: auto is the default strategy, like none
+        assert spread[name]["distributed"] is False and spread[name]["replicas"] == 1
+        assert len(spread[name]["median"]["all_per_s"]) == 2 and spread[name]["median"]["per_s"] > 0
+    for paired in (spread["paired_ratio"], spread["paired_cpu_ratio"]):  # one ABBA block of two rounds
+        assert spread["blocks"] == len(paired["all"]) == 1 and paired["low"] <= paired["median"] <= paired["high"]
 
 
 def test_scaling_reports_phases_and_sizes(tiny_results):
@@ -112,6 +119,51 @@ def test_document_has_a_table_per_section_with_ratios(tiny_results):
     assert "Skipped: a quick run" in text
     assert "≥ 2x" in text and "≥ 0.85x" in text and "no step done in 60 s" in text
     assert "**Failed**" not in text
+
+
+def test_the_device_section_has_the_distribute_row(tiny_results):
+    built = sections.BUILDERS["device"](tiny_results["device"])
+    labels = [row.label for row in built.tables[0][2]]
+    assert any(label.startswith("tf.distribute: `train.distribute` auto vs none") for label in labels)
+    assert built.tables[-1][0] == "tf.distribute, per setting:" and len(built.tables[-1][2]) == 2
+    assert "`train.distribute=auto` chose the default strategy" in " ".join(built.findings)
+    old = dict(tiny_results["device"])
+    del old["distribute"]  # a results.json from before the row: the section still renders
+    assert len(sections.BUILDERS["device"](old).tables) == 2
+
+
+def _document(names: list[str], value: str, quick: bool, only: list[str] | None = None) -> tuple[str, dict]:
+    """A document with sections `names` whose one table row (a target) holds `value`."""
+    meta = {"date": f"day {value}", "command": "make bench", "quick": quick, "seconds": 60, "only": only,
+            "machine": {"cpu": "cpu", "cores": 2, "nproc": 2, "memory_gb": 8.0, "os": "Linux",
+                        "versions": {"git_commit": f"c{value}"}},
+            "data": "synthetic", "weights": "none", "load_start": [1, 1, 1], "load_end": [1, 1, 1]}
+    info = {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 1.0, "result": {}}
+    results = {"meta": meta, "sections": {n: info for n in names}}
+    return document.render(results), meta
+
+
+def test_a_partial_run_replaces_only_its_sections(monkeypatch):
+    def builder(tag):
+        return lambda r, tag=tag: sections.Built(["intro"], [("", ["m"], [sections.Row(f"{tag} row", 1.0, 1.0, 1.0,
+                                                                                       None, "≥ 1x", True)])], ["f"])
+    monkeypatch.setattr(sections, "BUILDERS", {n: builder(n) for n in sections.TITLES})
+    full, _ = _document(list(sections.TITLES), "1", quick=False)
+    monkeypatch.setattr(sections, "BUILDERS", {n: builder(n + " NEW") for n in sections.TITLES})
+    partial, meta = _document(["device"], "2", quick=True, only=["device"])
+    text = document.splice(full, partial, ["device"], meta)
+    assert "device NEW row" in text and "| 3 | device NEW row" in text  # the section and its target row
+    assert "| 3 | device row" not in text and "device row |" not in text
+    for name in sections.TITLES:
+        if name != "device":
+            assert f"| {name} row |" in text and "Not run" not in text  # the others keep their numbers
+    assert text.count("## ") == full.count("## ")  # no section lost or doubled
+    rows = [line.split("|")[1].strip() for line in text.split("## Targets at a glance")[1].split("\n## ")[0]
+            .splitlines() if line.startswith("| ") and "measure" not in line]
+    assert rows == [sections.TITLES[n].split(" ")[0].rstrip(".") for n in sections.TITLES]  # in section order
+    assert "- §3 re-measured on day 2" in text and "QUICK numbers" in text and "QUICK RUN" not in text
+    again = document.splice(text, partial, ["device"], meta)
+    assert again.count("- §3 re-measured") == 1  # a second partial run replaces the note
 
 
 def test_a_failed_section_is_reported_not_hidden():
