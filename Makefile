@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt
 	@touch $@
 
 .PHONY: help venv demo test download data train submit upload predict export lr-find report bench clean-demo \
-	kernel-push kernel-status kernel-output
+	kernel-push kernel-status kernel-output plan
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ predict: venv ## top classes of single images: IMAGES="a.jpg dir/" [RUN=name] [A
 
 export: venv ## the trained model as .keras, SavedModel, TFLite (raw RGB in, labels beside), checked
 	$(KIT) export $(OPTS) $(if $(RUN),--run "$(RUN)") $(if $(OUT),--out "$(OUT)")
+
+plan: venv ## each step's images and estimated time on this machine (a short probe), and the disk it needs
+	$(KIT) plan $(OPTS) $(ARGS)
 
 lr-find: venv ## learning-rate range test: loss vs rate (PNG) and a suggested rate (lr_find.stage=head|finetune)
 	$(KIT) lr-find $(OPTS) $(if $(RUN),--run "$(RUN)")

@@ -50,7 +50,7 @@ def section_header(title: str, info: dict) -> list[str]:
 
 def render_section(name: str, title: str, info: dict | None) -> str:
     if info is None:
-        return f"## {title}\n\nNot run (`--only` left it out).\n"
+        return f"## {title}\n\n{S.ON_REQUEST.get(name, 'Not run (`--only` left it out).')}\n"
     lines = section_header(title, info)
     if "skipped" in info:
         return "\n".join(lines + [f"Skipped: {info['skipped']}", ""])
@@ -76,6 +76,8 @@ HOW_TO_RUN = [
     "KIT_KERAS_WEIGHTS=/path/to/keras/models make bench      # real photos, ImageNet weights, end-to-end rows",
     "make bench BENCH_ARGS=\"--skip-finetune --only pipeline,features\"",
     "make bench BENCH_ARGS=\"--only device\"    # re-measure one section: the others keep their numbers here",
+    "KIT_REHEARSAL=/path/to/rehearsal.zip make bench BENCH_ARGS=\"--only full\"  # section 6, full size (~50 min; "
+    "never in a default run; without KIT_REHEARSAL one is built)",
     ".venv/bin/python bench/run.py --from-json results.json   # rewrite this file from saved numbers (--json)",
     "```",
     "",
@@ -224,3 +226,45 @@ def splice(old: str, new: str, names: list[str], meta: dict) -> str:
     if at is not None:
         blocks[at] = _note_rerun(blocks[at], numbers, meta, quick)
     return "".join(blocks)
+
+
+def keep(old: str, new: str, names: list[str]) -> str:
+    """`new` (a whole run's document) with the sections `names`, which that run did not measure (ON_REQUEST), and
+    their "Targets at a glance" rows as `old` has them: a default `make bench` does not lose the full-size numbers."""
+    blocks, previous, numbers = _blocks(new), _blocks(old), []
+    for name in names:
+        at = _find(previous, _heading(name))
+        if at is not None:
+            _put_section(blocks, name, previous[at])
+            numbers.append(_number(name))
+    at, old_at = _find(blocks, "## Targets at a glance"), _find(previous, "## Targets at a glance")
+    if numbers and at is not None and old_at is not None:
+        blocks[at] = _splice_targets(blocks[at], previous[old_at], numbers)
+    return "".join(blocks)
+
+
+def rendered(results: dict, out) -> str:
+    """The document for `out`: a partial run's (--only) sections spliced into the existing one, whose others are
+    kept; a whole run's, keeping the existing document's on-request sections it did not run."""
+    from pathlib import Path
+
+    text, only, out = render(results), results["meta"].get("only"), Path(out)
+    if not out.is_file():
+        return text
+    if only:
+        return splice(out.read_text(), text, only, results["meta"])
+    return keep(out.read_text(), text, [n for n in S.ON_REQUEST if n not in results["sections"]])
+
+
+def measuring_arguments(argv: list[str]) -> list[str]:
+    """The arguments that change what is measured (not where the outputs go), for the document's command line."""
+    plumbing, shown, skip = {"--out", "--json", "--workdir", "--keep", "--quick"}, [], False
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif name in plumbing:
+            skip = "=" not in arg and name not in ("--keep", "--quick")
+        else:
+            shown.append(arg)
+    return shown

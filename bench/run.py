@@ -5,7 +5,8 @@
 
 With KIT_REAL_COMPETITION (the competition zip) the pictures are real photos and section 4 (end to
 end) runs; with KIT_KERAS_WEIGHTS (a folder of Keras weight files, copied into a temporary
-KERAS_HOME) MobileNetV2 uses ImageNet weights. Everything is written under a temporary folder that
+KERAS_HOME) MobileNetV2 uses ImageNet weights. Section 6 (full size, bench/full_size.py, ~50 min) runs only
+when asked: `--only full`. Everything is written under a temporary folder that
 is deleted at the end (--keep keeps it); only BENCHMARKS.md is written into the project. A partial run
 (--only) replaces just its sections (and their rows in "Targets at a glance") in the existing document and
 notes when they were re-measured: the other sections keep their numbers.
@@ -27,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from bench import common, document, images  # noqa: E402
 from bench.common import load, run_worker  # noqa: E402
+from bench.document import measuring_arguments, rendered  # noqa: E402
 
 SECTIONS = ("pipeline", "cache", "parallelism", "features", "device", "end_to_end", "scaling")
+ON_REQUEST = tuple(document.S.ON_REQUEST)  # ("full",): only `--only full` runs it, never a default run
 
 # Many short passes taking turns rather than a few long ones: other jobs' load changes by the minute here.
 FULL = {"pipeline_images": 600, "repeats": 5, "cache_images": 1000, "parallel_images": 400, "parallel_repeats": 4,
@@ -156,6 +159,16 @@ class Bench:
                     "and KIT_KERAS_WEIGHTS (a folder of Keras weight files).")
         return None
 
+    def full(self) -> dict:
+        from bench import full_size
+
+        return full_size.section(self)
+
+    def full_skip_reason(self) -> str | None:
+        from bench.full_size import skip_reason
+
+        return skip_reason(self.keras_home)
+
     def scaling(self) -> dict:
         from bench.scaling import make_raw
 
@@ -174,7 +187,7 @@ class Bench:
     # ---- running --------------------------------------------------------------------------------
 
     def run_section(self, name: str) -> None:
-        skip = self.end_to_end_skip_reason() if name == "end_to_end" else None
+        skip = getattr(self, f"{name}_skip_reason", lambda: None)()
         info = {"load_before": load()}
         self.max_load = max(self.max_load, info["load_before"][0])
         print(f"bench: {name} (load {info['load_before'][0]})", flush=True)
@@ -203,24 +216,10 @@ def _env_path(name: str, is_file: bool) -> Path | None:
     return path
 
 
-def measuring_arguments(argv: list[str]) -> list[str]:
-    """The arguments that change what is measured (not where the outputs go), for the document's command line."""
-    plumbing, shown, skip = {"--out", "--json", "--workdir", "--keep", "--quick"}, [], False
-    for arg in argv:
-        name = arg.split("=", 1)[0]
-        if skip:
-            skip = False
-        elif name in plumbing:
-            skip = "=" not in arg and name not in ("--keep", "--quick")
-        else:
-            shown.append(arg)
-    return shown
-
-
-def rendered(results: dict, out: Path) -> str:
-    """The document; a partial run's (--only) sections spliced into the existing one, whose others are kept."""
-    text, only = document.render(results), results["meta"].get("only")
-    return document.splice(out.read_text(), text, only, results["meta"]) if only and out.is_file() else text
+def chosen(only: str) -> list[str]:
+    """The sections to run, in document order: those `--only` names, else every one but ON_REQUEST's."""
+    names = only.split(",") if only else SECTIONS
+    return [s for s in SECTIONS + ON_REQUEST if s in names]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -228,7 +227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (still writes the document)")
     parser.add_argument("--skip-finetune", action="store_true", help="leave out kit's fine-tune path (~10-13 min)")
     parser.add_argument("--only", default="",
-                        help=f"comma-separated sections: {','.join(SECTIONS)} (the document's others are kept)")
+                        help=f"comma-separated sections: {','.join(SECTIONS + ON_REQUEST)} (the document's others "
+                             f"are kept; {','.join(ON_REQUEST)} runs only when named here)")
     parser.add_argument("--out", default=str(common.ROOT / "BENCHMARKS.md"), help="the document to write")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     parser.add_argument("--workdir", default=None, help="temporary folder (default: a new one under the system temp)")
@@ -237,9 +237,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from-json", default=None, metavar="RESULTS",
                         help="measure nothing: rewrite the document from a results.json saved by --json")
     args = parser.parse_args(argv)
-    unknown = set(filter(None, args.only.split(","))) - set(SECTIONS)
+    unknown = set(filter(None, args.only.split(","))) - set(SECTIONS + ON_REQUEST)
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(SECTIONS + ON_REQUEST)}")
     return args
 
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     started, start_load = time.perf_counter(), load()
     print(f"bench: working in {bench.work}", flush=True)
     try:
-        for name in [s for s in SECTIONS if not args.only or s in args.only.split(",")]:
+        for name in chosen(args.only):
             bench.run_section(name)
         command = "make bench" + (" QUICK=1" if args.quick else "")
         extra = " ".join(shlex.quote(a) for a in measuring_arguments(argv if argv is not None else sys.argv[1:]))
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             "weights": "ImageNet (KIT_KERAS_WEIGHTS)" if bench.keras_home else "none (random init: same speed)",
             "load_start": start_load, "load_end": load(), "load_max": bench.max_load,
             "seconds": time.perf_counter() - started,
-            "only": [s for s in SECTIONS if s in args.only.split(",")]}
+            "only": chosen(args.only) if args.only else []}
         text = json.dumps(bench.results, indent=2, default=str)
         (bench.work / "results.json").write_text(text)
         if args.json:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: kept {bench.work}")
         else:
             shutil.rmtree(bench.work, ignore_errors=True)
-    failed = [n for n, i in bench.results["sections"].items() if "error" in i]
+    failed = [n for n, i in bench.results["sections"].items() if "error" in i or (i.get("result") or {}).get("failed")]
     return 1 if failed else 0
 
 

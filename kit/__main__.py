@@ -34,6 +34,7 @@ STAGES = {
     "export": ("kit.submit.export", "the trained model as .keras, SavedModel and TFLite, raw RGB in, labels baked in"),
     "lr-find": ("kit.train.lr_find", "learning-rate range test: loss against rate (PNG) and a suggested rate"),
     "report": ("kit.report.report", "plots and report.html for a run"),
+    "plan": ("kit.plan.plan", "each step's images and estimated time on this machine (a short probe), and the disk"),
     "kernel": ("kit.kernel.kernel", "run this config in a Kaggle kernel: push (--gpu/--cpu, --dry-run), status, output"),
     "demo": ("kit.demo", "the whole chain offline on a generated synthetic competition"),
 }
@@ -55,6 +56,8 @@ ARGUMENTS = {
                (["--out"], dict(default=None, help="output folder (default: <run>/export)"))],
     "lr-find": [(["--run"], dict(dest="run_name", default=None, help="start from this run's model (finetune stage)"))],
     "report": [(["--run"], dict(dest="run_name", default=None, help="run folder or name (default: the newest)"))],
+    "plan": [(["--stage"], dict(dest="which", default="all", choices=["train", "submit", "all"], help="which stage (default: both)")),
+             (["--json"], dict(dest="json_path", default=None, metavar="PATH", help="also write the steps here"))],
     "kernel": [(["action"], dict(choices=["push", "status", "output"],
                                  help="push: upload and start the kernel; status: poll it; output: bring it back")),
                [(["--gpu"], dict(dest="accelerator", action="store_const", const="gpu", default=None,
@@ -70,7 +73,7 @@ ARGUMENTS = {
 # Stages that read the index: "always" re-indexes first (cheap when nothing changed: image checks are cached,
 # and new or changed images are picked up), "stale" only when the index is missing or was built for another
 # layout, class list or split.
-BEFORE = {"train": "always", "lr-find": "always", "submit": "stale"}
+BEFORE = {"train": "always", "lr-find": "always", "submit": "stale", "plan": "stale"}
 
 
 def run_data_stage_first(stage: str, cfg) -> None:
@@ -119,8 +122,8 @@ def os_error_line(error: OSError) -> str:
 # Stages whose modules import TensorFlow. Its native library prints start-up lines (oneDNN, CUDA stubs) to
 # stderr before it reads TF_CPP_MIN_LOG_LEVEL, which would bury a one-line error; they are hidden unless
 # KIT_TF_LOGS=1, and shown if the import itself fails.
-TENSORFLOW_STAGES = {"train", "submit", "predict", "export", "lr-find", "demo"}
-BUILDS_A_BACKBONE = {"train", "lr-find", "demo"}  # the rest load a trained run: no ImageNet weights to find
+TENSORFLOW_STAGES = {"train", "submit", "predict", "export", "lr-find", "demo", "plan"}
+BUILDS_A_BACKBONE = {"train", "lr-find", "demo", "plan"}  # the rest load a trained run: no ImageNet weights to find
 
 
 def import_tensorflow_quietly() -> None:

@@ -8,6 +8,9 @@ keeps an unfinished run resumable (`resume=False`: it does not change what train
 failure is one KitError line naming the key, the value and what is allowed, before any image is read.
 Keys that were renamed get a line saying what replaced them (`REPLACED`). A run saved before a key was
 added is compared as if it had the key's default (`saved_config`, `changed_for_resume`).
+
+Over 300 lines: the schema of every stage's keys is declared here once, each with its type, range and
+resume rule, so that no other module defines or checks a key.
 """
 from __future__ import annotations
 
@@ -111,6 +114,7 @@ class TrainConfig:
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
     distribute: Literal["auto", "none", "mirrored"] = setting("auto", resume=False)  # auto: mirrored on 2+ GPUs
+    plan: bool = setting(True, resume=False)  # train and submit start with `kit plan`'s lines (a cached probe)
 
 
 @dataclass

@@ -13,6 +13,7 @@
                head-stage.npz                the weights after stage 1, so a resumed run skips it
                backup/<stage>/               Keras' BackupAndRestore state of an unfinished stage
                val_predictions.csv           the best model's TTA-averaged validation probabilities
+               plan.json, timings.json       each step's estimate (kit plan) and what it took (kit/timings.py)
                summary.json                  written last: its presence means the run is finished
                tensorboard/, plots/, report.html, export/, predictions/ (`make predict`)
 
@@ -73,6 +74,8 @@ class RunDir:
     split_file = property(lambda self: self.path / "split.csv")  # the validation images this run was chosen on
     lock = property(lambda self: PidLock(self.path / "train.lock"))  # held by the process training it
     versions_file = property(lambda self: self.path / "versions.json")
+    plan_file = property(lambda self: self.path / "plan.json")  # the steps' estimates at the start of training
+    timings_file = property(lambda self: self.path / "timings.json")  # what each step took
 
     def backup(self, stage: str) -> Path:
         """BackupAndRestore's folder for one stage ("head" or "finetune")."""

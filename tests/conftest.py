@@ -19,7 +19,8 @@ def output_paths(tmp_path: Path) -> list[str]:
     return [f"paths.data_dir={tmp_path / 'data'}", f"paths.cache_dir={tmp_path / 'cache'}",
             f"paths.runs_dir={tmp_path / 'runs'}", f"paths.submissions_dir={tmp_path / 'submissions'}",
             f"paths.submission={tmp_path / 'submission.csv'}", f"paths.kernels_dir={tmp_path / 'kernels'}",
-            f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}"]
+            f"competition.kaggle_input={tmp_path / 'no-kaggle-input'}",
+            "train.plan=false"]  # the timed probe is tested in tests/plan/, not paid by every training test
 
 
 # A from-scratch CNN small enough to train in seconds: what every "indexed synthetic competition" trains.

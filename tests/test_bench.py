@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from bench import common, document, end_to_end, images, reference, sections
+from bench import common, document, end_to_end, full_size, images, reference, sections
 from bench import device_bench, feature_bench, pipeline_bench, scaling
-from bench.run import measuring_arguments, parse_args
+from bench.run import chosen, measuring_arguments, parse_args
+from bench.sections_full import compare_steps
 
 pytestmark = pytest.mark.slow  # several tiny TensorFlow models: ~30 s on 2 cores
 
@@ -111,6 +113,8 @@ def test_document_has_a_table_per_section_with_ratios(tiny_results):
                             for name, value in tiny_results.items()}}
     results["sections"]["end_to_end"] = {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 0.0,
                                          "skipped": "a quick run never trains end to end."}
+    results["sections"]["full"] = {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 1.0,
+                                   "result": fake_full()}
     text = document.render(results)
     assert "QUICK RUN" in text and "The machine was loaded" in text
     for title in sections.TITLES.values():
@@ -225,3 +229,165 @@ def test_paired_difference_on_the_same_pictures(tmp_path):
     d = end_to_end.paired_difference(tmp_path / "a.csv", tmp_path / "b.csv")
     assert d["images"] == 100 and d["mean"] == pytest.approx(0.10536 - 0.69315, abs=1e-4)  # -ln 0.9 - (-ln 0.5)
     assert d["low"] <= d["mean"] <= d["high"] < 0  # clearly better: the interval excludes 0
+
+
+# ---- section 6, full size: its parsing and rendering on made-up numbers ----------------------------------
+
+def _stage(seconds: float, rss: float = 900.0, anon: float = 700.0, pixels: float = 0.0, feats: float = 0.0,
+           **extra) -> dict:
+    return {"returncode": 0, "seconds": seconds, "maxrss_mb": rss, "peak_anon_mb": anon, "peak_file_mb": rss - anon,
+            "timed_out": False, "log": "x.log", "planned_disk_gb": None,
+            "cache": {"pixels_mb": pixels, "features_mb": feats, "probes_mb": 0.1, "other_mb": 0.0,
+                      "total_mb": pixels + feats + 0.1}, **extra}
+
+
+def _steps(*steps) -> list[dict]:
+    return [{"name": n, "images": i, "seconds": s, "note": ""} for n, i, s in steps]
+
+
+def fake_full(fail: str | None = None) -> dict:
+    """bench/full_size.py's result at 25,000 + 12,500, as kit's plan.json / timings.json would give it."""
+    head_plan = _steps(("decode train", 20000, 100.0), ("decode val", 5000, 25.0), ("features train", 20000, 160.0),
+                       ("features val", 5000, 40.0), ("head", 400000, 8.0), ("features val", 5000, 40.0))
+    head_took = {"decode train": {"seconds": 110.0, "images": 20000}, "decode val": {"seconds": 26.0, "images": 5000},
+                 "features train": {"seconds": 150.0, "images": 20000}, "features val": {"seconds": 140.0,
+                                                                                          "images": 10000},
+                 "head": {"seconds": 4.0, "images": 400000}}
+    tune_plan = _steps(("decode train", 20000, 90.0), ("fine-tune", 20000, 1500.0), ("predict val", 10000, 60.0),
+                       ("features test", 1, 30.0))  # a step kit plans but never records
+    tune_took = {"decode train": {"seconds": 95.0, "images": 20000}, "fine-tune": {"seconds": 1400.0, "images": 20000},
+                 "predict val": {"seconds": 70.0, "images": 10000}, "save": {"seconds": 9.0, "images": 0}}
+    submit_plan = _steps(("decode test", 12500, 60.0), ("features test", 25000, 100.0))
+    submit_took = {"decode test": {"seconds": 66.0, "images": 12500}, "features test": {"seconds": 98.0,
+                                                                                         "images": 25000}}
+    stages = {"download": _stage(40.0), "download_again": _stage(1.5, no_work=True), "data": _stage(90.0),
+              "data_again": _stage(6.0), "plan_head": _stage(50.0, plan=head_plan + submit_plan),
+              "plan_tune": _stage(70.0, plan=tune_plan),
+              "train_head": _stage(520.0, rss=3500.0, anon=1200.0, pixels=4900.0, feats=150.0, plan=head_plan,
+                                   timings=head_took, run="r1", image_size=256, val_log_loss=0.03),
+              "submit_head": _stage(200.0, pixels=7400.0, feats=210.0, plan=submit_plan, timings=submit_took,
+                                    test_log_loss=0.05),
+              "train_tune": _stage(1800.0, pixels=11200.0, feats=260.0, plan=tune_plan, timings=tune_took,
+                                   image_size=224),
+              "submit_tune": _stage(150.0, pixels=13100.0, feats=260.0, plan=submit_plan, timings=submit_took)}
+    stages["plan_head"]["planned_disk_gb"], stages["plan_tune"]["planned_disk_gb"] = 7.7, 5.8
+    if fail:
+        stages = {k: v for k, v in stages.items() if list(stages).index(k) <= list(stages).index(fail)}
+        stages[fail].update(returncode=1)
+    return {"zip": "/r/dogs-vs-cats-redux-kernels-edition.zip", "zip_mb": 1002.6, "stages": stages,
+            "failed": f"{fail} failed (exit 1): boom" if fail else None, "images": {"train": 25000, "test": 12500},
+            "cache_before_precompute": {"pixels_mb": 0.0, "features_mb": 0.0, "probes_mb": 0.1},
+            "quick": False, "rehearsal_build_seconds": None, "measured": {"date": "today", "commit": "abc"}}
+
+
+def test_plan_steps_are_compared_by_name_with_a_verdict_each():
+    plan = _steps(("decode train", 100, 10.0), ("features val", 10, 4.0), ("features val", 10, 4.0),
+                  ("decode val", 10, 0.0), ("head", 50, 2.0), ("fine-tune", 100, 30.0), ("predict val", 10, 3.0))
+    took = {"decode train": {"seconds": 12.0, "images": 100}, "features val": {"seconds": 6.0, "images": 20},
+            "head": {"seconds": 1.0, "images": 50}, "fine-tune": {"seconds": 20.0, "images": 100},
+            "extra": {"seconds": 7.0, "images": 0}}
+    rows = {r["step"]: r for r in compare_steps(plan, took)}
+    assert list(rows) == ["decode train", "features val", "decode val", "head", "fine-tune", "predict val", "extra"]
+    assert rows["decode train"]["ratio"] == pytest.approx(10 / 12) and rows["decode train"]["within"] is True
+    assert rows["features val"]["estimate"] == 8.0 and rows["features val"]["planned_images"] == 20  # summed
+    assert rows["features val"]["within"] is False  # 8 / 6 = 1.33x
+    assert rows["fine-tune"]["ratio"] == 1.5 and rows["fine-tune"]["within"] is False
+    assert rows["decode val"]["verdict"] == "cached" and rows["head"]["verdict"] == "under 5 s"
+    assert rows["predict val"]["verdict"] == "not recorded" and rows["extra"]["verdict"] == "not planned"
+    assert all(rows[k]["within"] is None for k in ("decode val", "head", "predict val", "extra"))
+    assert compare_steps(None, None) == []
+
+
+def test_the_full_size_section_renders_its_tables_targets_and_findings():
+    built = sections.BUILDERS["full"](fake_full())
+    captions = [caption for caption, _, _ in built.tables]
+    assert captions[0] == "Per command:" and captions[-1] == "Targets:"
+    per_command = built.tables[0][2]
+    assert len(per_command) == 10 and per_command[0][3] == f"{37500 / 40:,.0f}"  # images/s of the cold download
+    targets = {row.label: row for row in built.tables[-1][2]}
+    assert targets["Precompute path from the extracted data: train + submit, cold caches (s)"].met is False  # 720 s
+    assert targets["Precompute path peak RSS (ru_maxrss of its largest command)"].met is False  # 3,500 MB
+    assert targets["Precompute path peak anonymous memory (sampled)"].met is True
+    judged = [row for label, row in targets.items() if label.startswith("Plan vs measured")]
+    assert len(judged) == 11 and all(row.target == "0.75x-1.25x" for row in judged)
+    val = next(row for row in judged if "precompute train: `features val`" in row.label)
+    assert val.ratio == pytest.approx(80 / 140) and val.met is False  # the two same-named plan steps, summed
+    text = " ".join(built.findings)
+    assert "fine-tune train: `features test`" in text and "never recorded" in text  # kit's naming, reported
+    assert "Recorded but not in the plan: fine-tune train: `save`" in text
+    assert "did no work" in text and "the ≤ 10 min target is missed" in text
+    assert "the plan said 7.7 GB of new caches, the cache grew by 7.61 GB" in text
+    assert "7 would take about 163 min" in text
+
+
+def test_a_failed_full_size_run_keeps_the_stages_before_it():
+    built = sections.BUILDERS["full"](fake_full(fail="train_tune"))
+    assert len(built.tables[0][2]) == 9
+    assert built.findings[0] == "**Failed**: train_tune failed (exit 1): boom"
+    assert {row[0] for row in built.tables[1][2]} == {"precompute"}  # the failed train has no step rows
+    totals = [row[0] for row in built.tables[2][2]]
+    assert totals == ["precompute"]
+
+
+def test_full_size_runs_only_when_asked():
+    assert "full" not in chosen("") and chosen("full") == ["full"]
+    assert chosen("full,pipeline") == ["pipeline", "full"]
+    assert parse_args(["--quick", "--only", "full"]).only == "full"
+
+
+def _meta(quick: bool = False, only=None) -> dict:
+    return {"date": "day", "command": "make bench", "quick": quick, "seconds": 60, "only": only,
+            "machine": {"cpu": "cpu", "cores": 2, "nproc": 2, "memory_gb": 8.0, "os": "Linux",
+                        "versions": {"git_commit": "c"}},
+            "data": "synthetic", "weights": "none", "load_start": [1, 1, 1], "load_end": [1, 1, 1]}
+
+
+def test_a_default_run_keeps_the_full_size_section_and_its_targets(monkeypatch, tmp_path):
+    info = {"load_before": [1, 1, 1], "load_after": [1, 1, 1], "seconds": 1.0, "result": {}}
+    device = sections.Built(["i"], [("", ["m"], [sections.Row("device row", 1.0, 1.0, 1.0, None, "≥ 1x", True)])],
+                            ["f"])
+    monkeypatch.setattr(sections, "BUILDERS", {**sections.BUILDERS, "device": lambda r: device})
+    out = tmp_path / "BENCHMARKS.md"
+    default = {"meta": _meta(), "sections": {"device": info}}
+    out.write_text(document.rendered(default, out))
+    assert sections.ON_REQUEST["full"] in out.read_text()  # the placeholder, where section 6 goes
+    partial = {"meta": _meta(quick=True, only=["full"]),
+               "sections": {"full": {**info, "result": fake_full()}}}
+    out.write_text(document.rendered(partial, out))
+    text = out.read_text()
+    assert "## 6. Full size" in text and "QUICK numbers" in text and "- §6 re-measured on day" in text
+    assert "| 6 | Precompute path peak RSS" in text and "| 3 | device row" in text
+    assert text.index("## 5.") < text.index("## 6.") < text.index("## Method")
+    again = document.rendered(default, out)  # a default run: section 6 and its target rows kept as they were
+    assert "| 6 | Precompute path peak RSS" in again and "| 3 | device row" in again
+    assert sections.ON_REQUEST["full"] not in again and again.count("## 6.") == 1
+    assert "Measured on today (kit commit abc)" in again
+
+
+def test_full_size_helpers(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "features").mkdir(parents=True)
+    (cache / "probes").mkdir()
+    (cache / "train-256px-4-abc.npy").write_bytes(b"\0" * 1_000_000)
+    (cache / "features" / "train-original.npy").write_bytes(b"\0" * 200_000)
+    (cache / "probes" / "probe.json").write_text("{}")
+    sizes = full_size.cache_sizes(cache)
+    assert 0.99 <= sizes["pixels_mb"] <= 1.1 and 0.19 <= sizes["features_mb"] <= 0.3 and sizes["other_mb"] == 0
+    full_size.clear_cache_but_probes(cache)
+    assert [p.name for p in cache.iterdir()] == ["probes"]
+    log = tmp_path / "plan.log"
+    log.write_text("plan (all): ...\n  disk: new caches need 7.7 GB, 40.1 GB free in /x\n  disk: new caches need "
+                   "0.3 GB, 40.1 GB free in /x\n")
+    assert full_size.planned_disk_gb(log) == 0.3 and full_size.planned_disk_gb(tmp_path / "none.log") is None
+    pd.DataFrame({"id": [1, 2], "label": [0.9, 0.2]}).to_csv(tmp_path / "s.csv", index=False)
+    pd.DataFrame({"id": [2, 1], "label": [0, 1]}).to_csv(tmp_path / "key.csv", index=False)
+    expected = -(np.log(0.9) + np.log(0.8)) / 2
+    assert full_size.test_log_loss(tmp_path / "s.csv", tmp_path / "key.csv") == pytest.approx(expected)
+
+
+def test_run_sampled_reports_the_child_anonymous_memory(tmp_path):
+    code = "import time; b = bytearray(150 * 2**20); [b.__setitem__(i, 1) for i in range(0, len(b), 4096)]; " \
+           "time.sleep(1.5)"
+    measured = full_size.run_sampled([common.PYTHON, "-c", code], tmp_path / "x.log", common.bench_env(), 60)
+    assert measured["returncode"] == 0 and measured["maxrss_mb"] >= 150
+    assert measured["peak_anon_mb"] >= 150 and measured["peak_rss_mb"] >= 150

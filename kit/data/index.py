@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +37,7 @@ DATA_DIR_KEY = "paths.data_dir"  # the setting that moves the index (the fix nam
 def run(cfg: Config) -> Path:
     """Build the dataset index for `cfg`; return its folder. Prints a summary."""
     raw, out = paths.raw_dir(cfg), paths.index_dir(cfg)
+    started = time.monotonic()
     listing = list_dataset(cfg, raw)
     require_writable(out, DATA_DIR_KEY)  # before checking every image, not after
     test_paths = [] if listing.test is None else list(listing.test["path"])
@@ -50,7 +52,7 @@ def run(cfg: Config) -> Path:
     _require_validation(cfg, train, raw)
     with writing(out, DATA_DIR_KEY):
         _write_index(cfg, out, listing.classes, train, test, quarantine, split_path)
-    print(summary(cfg, listing, train, test, quarantine, out))
+    print(summary(cfg, listing, train, test, quarantine, out) + f" in {time.monotonic() - started:.1f} s", flush=True)
     return out
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from kit import paths as kit_paths
 from kit.data.augment import build_augmenter, tta_view
+from kit import timings
 from kit.config import Config
 from kit.errors import KitError
 from kit.fsutil import (atomic_path, gigabytes, remove_stale_temporaries, require_free_space,
@@ -87,6 +89,7 @@ def _decode_all(paths: Sequence[str], size: int, out: np.ndarray, desc: str) -> 
         try:
             for batch in decoded_stream(paths, size, batch_size):
                 out[done:done + len(batch)] = batch.numpy()
+                release_pages(out, done, done + len(batch))  # written: the page cache has them, not our RSS
                 done += len(batch)
                 bar.update(len(batch))
         except tf.errors.OpError as error:
@@ -118,7 +121,8 @@ def load_images(cfg: Config, paths: Sequence[str], name: str) -> np.ndarray | No
         return None
     if mode == "memory":
         images = np.empty((len(paths), size, size, 3), np.uint8)
-        _decode_all(paths, size, images, f"decoding {name}")
+        with timings.step(f"decode {name}", len(paths)):
+            _decode_all(paths, size, images, f"decoding {name}")
         return images
     if mode != "disk":
         raise KitError(f"config key 'data.cache' must be disk, memory or none, got {mode!r}")
@@ -152,7 +156,8 @@ def _build_disk_cache(final: Path, paths: list[str], size: int, name: str) -> No
             atomic_path(final, suffix=".npy") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
         _reserve(tmp, what, folder, fix)
-        _decode_all(paths, size, images, f"caching {name} at {size}px")
+        with timings.step(f"decode {name}", len(paths)):
+            _decode_all(paths, size, images, f"caching {name} at {size}px")
         images.flush()
         del images
 
@@ -175,6 +180,24 @@ def _reserve(path: Path, what: str, folder: Path, fix: str) -> None:
         os.close(fd)
 
 
+def release_pages(images: np.ndarray, first: int, end: int) -> None:
+    """Unmap rows [first, end) of a memory-mapped cache from this process once they are copied out.
+
+    The pages stay in the OS page cache (a later read is a cheap minor fault), but they stop counting in the
+    process's resident memory: without this, reading a 25,000-image cache once leaves several GB resident
+    (BENCHMARKS.md, "full size"), and a machine with less memory than the cache starts to swap."""
+    mapping = getattr(images, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise") or end <= first:
+        return
+    row = images.strides[0]
+    start = images.offset + first * row
+    aligned = start - start % mmap.PAGESIZE
+    try:
+        mapping.madvise(mmap.MADV_DONTNEED, aligned, images.offset + end * row - aligned)
+    except (OSError, ValueError):  # a platform without it: the memory is the OS's to manage then
+        pass
+
+
 def _batches(images: np.ndarray | None, paths: Sequence[str], size: int, labels: np.ndarray | None,
              order: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
     """(float32 images, labels) batches for the index stream `order`, from the cache or the files."""
@@ -195,6 +218,7 @@ def _batches(images: np.ndarray | None, paths: Sequence[str], size: int, labels:
         by_position = np.argsort(indices)
         out = np.empty((len(indices), size, size, 3), np.uint8)
         out[by_position] = images[indices[by_position]]
+        release_pages(images, int(indices.min()), int(indices.max()) + 1)
         return out
 
     def load(indices: tf.Tensor):

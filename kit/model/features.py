@@ -37,6 +37,7 @@ import keras
 import numpy as np
 from tqdm import tqdm
 
+from kit import timings
 from kit.model import engine
 from kit import paths as kit_paths
 from kit.data import pipeline
@@ -186,7 +187,8 @@ def _compute(cfg: Config, model: keras.Model, paths: list[str], name: str, view:
     stream = pipeline.prediction_stream(cfg, images, len(paths), paths, view="original" if augment else view)
     label = f"aug{augment_pass}" if augment else view
     forward, done = forward_function(cfg, model, identity), 0
-    with tqdm(total=len(paths), desc=f"features {name}/{label}", unit="img") as bar:
+    with timings.step(f"features {name}", len(paths)), \
+            tqdm(total=len(paths), desc=f"features {name}/{label}", unit="img") as bar:
         for batch in stream:
             if augment is not None:
                 batch = augment(batch)  # eagerly, in order: the same pass gives the same pictures

@@ -61,9 +61,12 @@ def predict_split(cfg: Config, model, paths: Sequence[str], name: str, from_feat
         from kit.model import features
 
         return features.predict_views_from_features(cfg, model, paths, cfg.submit.tta, name)
+    from kit import timings
     from kit.data import pipeline
 
-    return predict_views(cfg, model, pipeline.load_images(cfg, paths, name), paths, cfg.submit.tta)
+    images = pipeline.load_images(cfg, paths, name)  # "decode <name>" when not cached yet
+    with timings.step(f"predict {name}", len(paths) * len(cfg.submit.tta)):
+        return predict_views(cfg, model, images, paths, cfg.submit.tta)
 
 
 def class_table(probabilities: np.ndarray, n_classes: int) -> np.ndarray:

@@ -15,17 +15,19 @@ config.yaml has the same seed and fraction. submission.csv.json records which ("
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from kit import paths as kit_paths
+from kit import paths as kit_paths, timings
 from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.model.inference import predict_split
 from kit.model.metrics import clip_probabilities, log_loss
+from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
 from kit.submit.submission import build_frame, validation_score, write_submission
 
@@ -92,7 +94,10 @@ def run(cfg: Config) -> Path:
                        "(use `make predict` for your own images)")
     run_dir = RunDir.find(cfg)
     val, val_split = validation_images(cfg, run_dir, index)  # before the slow part: a refusal costs nothing
-    model, classes = run_dir.load_model()
+    timings.reset()
+    started = time.time()
+    with timings.step("set-up"):
+        model, classes = run_dir.load_model()
     if classes != index.classes:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
@@ -100,12 +105,16 @@ def run(cfg: Config) -> Path:
     print(f"submit: run {run_dir.name} at {cfg.data.image_size} px, TTA views {cfg.submit.tta}, "
           f"clip {cfg.submit.clip}")
     from_features = run_dir.is_head_only_on_features()
+    steps = print_plan(cfg, index, "submit", from_features)
     score = score_validation(cfg, model, val, classes, from_features)
     print(f"submit: validation log loss {score['val_log_loss']:.4f}, accuracy {score['val_accuracy']:.4f} "
           f"on {score['val_rows']} images of the {val_split}'s split (after TTA and clipping; constant prior scores "
           f"{score['val_prior_log_loss']:.4f})")
     test_probabilities = predict_split(cfg, model, list(index.test["path"]), "test", from_features)
     frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
-    meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta), "competition": cfg.competition.slug}
-    return write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
-                            cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))
+    meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta),
+            "competition": cfg.competition.slug, "timings": timings.snapshot(), "plan": steps}
+    written = write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
+                               cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))
+    print(f"submit: {took_line(time.time() - started, steps)}")
+    return written

@@ -23,6 +23,7 @@ replica x 2 replicas = 32 global"). The head on cached features (kit/train/head.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,11 +31,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kit import timings
 from kit.config import Config, check_consistency
 from kit.data import pipeline
 from kit.data.dataset import load_index
 from kit.errors import KitError
-from kit.fsutil import atomic_path
+from kit.fsutil import atomic_path, write_text_atomic
+from kit.plan.estimate import print_plan, took_line
 from kit.model import device, features, inference
 from kit.model.backbones import build_model, set_backbone_trainable
 from kit.model.metrics import log_loss
@@ -87,10 +90,11 @@ class Trainer:
                      keras.callbacks.TensorBoard(str(run_dir.tensorboard), write_graph=False, profile_batch=0),
                      keras.callbacks.TerminateOnNaN(), keras.callbacks.BackupAndRestore(str(run_dir.backup(stage)))]
         print(f"train: stage {stage}, epochs {first_epoch + 1}-{first_epoch + epochs}")
-        train_stream, val_stream = self.streams
-        history = self.model.fit(train_stream, validation_data=val_stream, initial_epoch=first_epoch,
-                                 epochs=first_epoch + epochs, callbacks=callbacks, shuffle=False,
-                                 verbose=1 if sys.stdout.isatty() else 2)  # a live bar with ETA on a terminal
+        train_stream, val_stream = self.streams  # built (decoded) before the stage's clock starts
+        with timings.step("head" if stage == "head" else "fine-tune", epochs * len(self.index.train)):
+            history = self.model.fit(train_stream, validation_data=val_stream, initial_epoch=first_epoch,
+                                     epochs=first_epoch + epochs, callbacks=callbacks, shuffle=False,
+                                     verbose=1 if sys.stdout.isatty() else 2)  # a live bar with ETA on a terminal
         self.model._initial_epoch = None  # BackupAndRestore sets it; it must not leak into the next stage
         losses = history.history.get("loss", [])
         if losses and not np.isfinite(losses[-1]):
@@ -118,7 +122,8 @@ class Trainer:
     def train_head_on_features(self) -> None:
         """Stage 1 to convergence in seconds on cached backbone features; the head may stay the best model."""
         train_xy, val_xy = feature_arrays(self.cfg, self.model, self.index)
-        head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
+        with timings.step("head", self.cfg.train.head_epochs * len(train_xy[0])):
+            head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
         if head_best.best < self.best.best:
             self.best.best, self.best.best_epoch = head_best.best, head_best.best_epoch
             self.run_dir.save_model(self.model)
@@ -209,22 +214,29 @@ def run(cfg: Config) -> Path:
     cfg = features.run_config(cfg)  # a head-only run may work at its own image size (saved with the run)
     index = load_index(cfg)
     check_plan(cfg, index)
+    timings.reset()
+    steps = print_plan(cfg, index, "train", features.is_head_only(cfg))  # probes before the seed is set
     keras.utils.set_random_seed(cfg.data.seed)  # head init, shuffling, augmentation: a run can be repeated
     run_dir, resuming = RunDir.for_training(cfg)
     with run_dir.lock.held(f"run {run_dir.name}"):  # one process at a time trains a run
         started = time.time()
         prepare_run(cfg, index, run_dir, resuming)
+        if steps:
+            write_text_atomic(run_dir.plan_file, json.dumps(steps, indent=2) + "\n")
         strategy = device.strategy(cfg)
         print(f"train: {device.describe(strategy)}, dtype policy {device.apply_mixed_precision(cfg)}, "
               f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
         print(f"train: {device.batch_line(cfg.data.batch_size, strategy)}")
-        trainer = Trainer(cfg, run_dir, index, strategy)
+        with timings.step("set-up"):
+            trainer = Trainer(cfg, run_dir, index, strategy)
         if cfg.train.head_epochs:
             trainer.train_head()
         if cfg.train.finetune_epochs:
             trainer.finetune()
         summary = finish(cfg, trainer, started)
+    write_text_atomic(run_dir.timings_file, json.dumps(timings.snapshot(), indent=2) + "\n")
     write_report(run_dir)
+    print(f"train: {took_line(summary['seconds'], steps)}")
     print(f"train: best epoch {summary['best_epoch']} with validation log loss {summary['val_log_loss']:.4f} "
           f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping); "
           f"model in {run_dir.best_model}")

@@ -195,3 +195,28 @@ def test_fused_warp_matches_tensorflows_projective_transform_kernel():
         images=batch, transforms=np.concatenate([transforms, np.zeros((6, 2), np.float32)], axis=1),
         output_shape=[24, 20], interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
     np.testing.assert_allclose(warp_affine(batch, tf.constant(transforms)).numpy(), expected.numpy(), atol=0.05)
+
+
+def test_released_cache_pages_keep_their_pixels_and_leave_resident_memory(tmp_path):
+    """release_pages after a write or a read: the file holds every pixel, and the process holds few pages."""
+    from kit.data.pipeline import release_pages
+
+    def resident_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+    path = tmp_path / "cache.npy"
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(1200, 128, 128, 3))
+    before = resident_mb()
+    for start in range(0, 1200, 100):  # as _decode_all writes the cache: a batch, then its pages released
+        rows[start:start + 100] = start // 100 + 1
+        release_pages(rows, start, start + 100)
+    assert resident_mb() - before < 20  # 56 MB written, not held
+    rows.flush()
+    del rows
+    cache = np.load(path, mmap_mode="r")
+    before = resident_mb()
+    for start in range(0, 1200, 100):
+        assert (np.asarray(cache[start:start + 100]) == start // 100 + 1).all()
+        release_pages(cache, start, start + 100)
+    assert resident_mb() - before < 20
+    release_pages(np.zeros((3, 2)), 0, 3)  # not memory-mapped: nothing to do

@@ -1,0 +1,176 @@
+"""The steps a stage will run, with their image counts and estimated seconds, and the disk their caches need.
+
+    python -m kit plan --config configs/dogs-vs-cats-redux.yaml     # the same lines start `train` and `submit`
+
+From the index (image counts), the caches already on disk (a cached step costs nothing) and the probe's rates
+(kit/plan/probe.py). Step names are the ones kit/timings.py records, so a run's plan.json and timings.json
+compare step by step (BENCHMARKS.md, "full size"). When fine-tuning on a CPU would take long, the plan says
+so and names the faster paths.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from kit import paths as kit_paths
+from kit.config import Config
+from kit.data import pipeline
+from kit.errors import KitError
+from kit.plan import probe
+from kit.timings import duration
+
+LONG_ON_CPU = 30 * 60  # seconds of fine-tuning past which the plan names the faster paths
+CHECKPOINT_S = 1.0  # per fine-tune epoch: best.keras, the BackupAndRestore copy, logs (measured: ~0.5-1.5 s)
+
+
+@dataclass
+class Step:
+    name: str
+    images: int
+    seconds: float
+    note: str = ""
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def cached(cfg: Config, paths: list[str], name: str) -> bool:
+    return cfg.data.cache == "disk" and pipeline.cache_file(cfg, paths, name).exists()
+
+
+def decode_steps(cfg: Config, splits: dict[str, list[str]], rates: dict) -> list[Step]:
+    steps = []
+    for name, paths in splits.items():
+        if cached(cfg, paths, name):
+            steps.append(Step(f"decode {name}", len(paths), 0.0, "pixel cache on disk"))
+        else:
+            steps.append(Step(f"decode {name}", len(paths), len(paths) / rates["decode"]))
+    return steps
+
+
+def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
+    t, n_train, n_val = cfg.train, len(index.train), len(index.val)
+    splits = {"train": list(index.train["path"]), "val": list(index.val["path"])}
+    steps = [Step("set-up", 0, rates["build_s"], "the model built, its weights loaded")]
+    steps += decode_steps(cfg, splits, rates)
+    views = len(cfg.submit.tta)
+    if t.head == "features" and t.head_epochs:
+        passes = 1 + t.feature_passes
+        steps.append(Step("features train", n_train * passes, n_train * passes / rates["engine"]))
+        steps.append(Step("features val", n_val, n_val / rates["engine"]))
+        samples = t.head_epochs * n_train * passes
+        steps.append(Step("head", samples, samples / rates["head"], f"{plural(t.head_epochs, 'epoch')} on feature vectors"))
+    elif t.head_epochs:
+        per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
+        steps.append(Step("head", t.head_epochs * n_train, rates["frozen_warmup_s"] + t.head_epochs * per_epoch,
+                          f"{plural(t.head_epochs, 'epoch')}, backbone frozen"))
+    if t.finetune_epochs:
+        epoch = n_train / rates["finetune"] + n_val / rates["keras"] + CHECKPOINT_S
+        steps.append(Step("fine-tune", t.finetune_epochs * n_train, rates["finetune_warmup_s"] + t.finetune_epochs * epoch,
+                          f"{plural(t.finetune_epochs, 'epoch')} of {duration(epoch)}, layer-group rates"))
+        steps.append(Step("predict val", n_val * views, rates["model_convert_s"] + n_val * views / rates["engine"],
+                          f"{views} TTA views, best epoch"))
+    else:
+        extra = max(0, views - 1)  # the original view's features are cached already
+        steps.append(Step("features val", n_val * extra, n_val * extra / rates["engine"], "the other TTA views"))
+    return steps
+
+
+def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bool) -> list[Step]:
+    """Scoring the run's validation images and predicting the test set, each over the TTA views."""
+    views = len(cfg.submit.tta)
+    n_val, n_test = len(index.val), len(index.test) if index.test is not None else 0
+    steps = [Step("set-up", 0, rates["build_s"], "the run's model loaded")]
+    steps += decode_steps(cfg, {"test": list(index.test["path"])} if n_test else {}, rates)
+    if head_only:
+        steps.append(Step("features test", n_test * views, n_test * views / rates["engine"], f"{views} TTA views"))
+        return steps
+    convert = 0.0 if converted else rates["model_convert_s"]
+    steps.append(Step("predict val", n_val * views, convert + n_val * views / rates["engine"], f"{views} TTA views"))
+    steps.append(Step("predict test", n_test * views, n_test * views / rates["engine"], f"{views} TTA views"))
+    return steps
+
+
+def cache_bytes(cfg: Config, index, stage: str, dim: int) -> int:
+    """What the caches this stage writes need on disk (the ones already there need nothing)."""
+    splits = {"train": list(index.train["path"]), "val": list(index.val["path"])}
+    if stage in ("submit", "all") and index.test is not None:
+        splits["test"] = list(index.test["path"])
+    total = sum(pipeline.cache_bytes(len(p), cfg.data.image_size) for name, p in splits.items()
+                if cfg.data.cache == "disk" and not cached(cfg, p, name))
+    if cfg.train.head == "features":
+        vectors = len(index.train) * (1 + cfg.train.feature_passes) + len(index.val) * len(cfg.submit.tta)
+        vectors += len(splits.get("test", [])) * len(cfg.submit.tta)
+        total += vectors * dim * 4
+    return total
+
+
+def faster_paths(cfg: Config, finetune_s: float) -> str:
+    return (f"note: fine-tuning is estimated at {duration(finetune_s)} on this CPU. Faster: a head-only run on cached "
+            f"features (train.finetune_epochs=0, minutes), a smaller image (data.image_size=160: about half the time "
+            f"per epoch), fewer epochs (train.finetune_epochs=3, an SGDR cycle end), or Kaggle's GPUs "
+            f"(`kit kernel push --gpu`)")
+
+
+def table(title: str, steps: list[Step]) -> str:
+    lines = [title, f"  {'step':<16}{'images':>10}  {'estimate':>9}  note"]
+    for s in steps:
+        lines.append(f"  {s.name:<16}{s.images:>10,}  {duration(s.seconds):>9}  {s.note}")
+    lines.append(f"  {'total':<16}{'':>10}  {duration(sum(s.seconds for s in steps)):>9}")
+    return "\n".join(lines)
+
+
+def disk_line(cfg: Config, needed: int) -> str:
+    folder = kit_paths.cache_dir(cfg)
+    free = probe.free_bytes(folder)
+    line = f"  disk: new caches need {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free in {folder}"
+    if needed > free:
+        raise KitError(f"the caches this run writes need {needed / 1e9:.1f} GB but {folder} has {free / 1e9:.1f} GB "
+                       f"free: free space, set paths.cache_dir to a bigger disk, or data.cache=none")
+    return line
+
+
+def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = False) -> tuple[str, list[Step]]:
+    """The plan's text and steps for `stage` ("train", "submit" or "all"); probes first if it must."""
+    from kit.model import device
+
+    needs = (False, "none") if stage == "submit" else (cfg.train.finetune_epochs > 0, cfg.train.head)
+    rates, path, measured = probe.rates_for(cfg, index, *needs)
+    steps: list[Step] = []
+    if stage in ("train", "all"):
+        steps += train_steps(cfg, index, rates)
+    if stage in ("submit", "all") and index.test is not None:
+        steps += submit_steps(cfg, index, rates, head_only, converted)
+    counts = f"{len(index.train):,} train, {len(index.val):,} val" + (
+        f", {len(index.test):,} test" if index.test is not None else "")
+    title = (f"plan ({stage}): {counts} images at {cfg.data.image_size} px on {device.describe()} "
+             f"(probe {'measured now in ' + duration(rates['probe_s']) if measured else 'read from ' + str(path)})")
+    text = [table(title, steps), disk_line(cfg, cache_bytes(cfg, index, stage, rates["feature_dim"]))]
+    tuning = sum(s.seconds for s in steps if s.name == "fine-tune")
+    if tuning > LONG_ON_CPU and device.accelerator() is None:
+        text.append("  " + faster_paths(cfg, tuning))
+    return "\n".join(text), steps
+
+
+def print_plan(cfg: Config, index, stage: str, head_only: bool, converted: bool = False) -> list[dict]:
+    """The plan's lines at the start of `stage` (unless train.plan=false); its steps as dicts (plan.json).
+
+    A caches-don't-fit KitError stops the stage before it writes anything; any other failure of the estimate
+    is one line and the stage goes on: an estimate must never stop the work it estimates."""
+    if not cfg.train.plan:
+        return []
+    try:
+        text, steps = describe(cfg, index, stage, head_only, converted)
+    except KitError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        print(f"{stage}: no plan ({type(error).__name__}: {first}); train.plan=false skips it", flush=True)
+        return []
+    print(text, flush=True)
+    return [asdict(s) for s in steps]
+
+
+def took_line(seconds: float, steps: list[dict]) -> str:
+    planned = sum(s["seconds"] for s in steps)
+    return f"done in {duration(seconds)}" + (f" (the plan said {duration(planned)})" if steps else "")

@@ -1,0 +1,51 @@
+"""What each step of a stage took, for the stage's last line and for comparing with `kit plan`'s estimate.
+
+    with timings.step("decode train", images=20000): ...    # in the library code that does the work
+    timings.reset(); ...; timings.snapshot()                  # in a stage: {step: {"seconds", "images"}}
+
+Steps are named as kit/plan/estimate.py names them, so a run's timings.json sits beside its plan.json.
+One process runs one stage, so a module-level record is enough.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+_RECORD: dict[str, dict] = {}
+
+
+def reset() -> None:
+    _RECORD.clear()
+
+
+@contextlib.contextmanager
+def step(name: str, images: int = 0) -> Iterator[None]:
+    """Add the block's wall time (and `images`) to step `name`."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        entry = _RECORD.setdefault(name, {"seconds": 0.0, "images": 0})
+        entry["seconds"] = round(entry["seconds"] + time.perf_counter() - started, 2)
+        entry["images"] += images
+
+
+def add(name: str, seconds: float, images: int = 0) -> None:
+    entry = _RECORD.setdefault(name, {"seconds": 0.0, "images": 0})
+    entry["seconds"] = round(entry["seconds"] + seconds, 2)
+    entry["images"] += images
+
+
+def snapshot() -> dict[str, dict]:
+    return {name: dict(entry) for name, entry in _RECORD.items()}
+
+
+def duration(seconds: float) -> str:
+    """12 s, 3m05s, 2h36m: how long, at a glance."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
