@@ -87,3 +87,32 @@ class StepLearningRate(keras.callbacks.Callback):
                 writer.writerow(["step", "epoch", "lr"])
             writer.writerows(self.rows)
         self.rows = []
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """A line every `every` of an epoch with images/s and the epoch's ETA, for logs that are not a terminal
+    (a Kaggle kernel's log, `nohup`, CI): Keras' verbose=2 prints only at the epoch's end, after 20+ minutes."""
+
+    def __init__(self, steps_per_epoch: int, batch_size: int, every: float = 0.1):
+        super().__init__()
+        self.steps, self.batch_size = steps_per_epoch, batch_size
+        self.marks = sorted({max(1, round(steps_per_epoch * every * k)) for k in range(1, int(1 / every))})
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self.epoch, self.started = epoch + 1, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 not in self.marks:
+            return
+        import time
+
+        from kit.timings import duration
+
+        seconds = time.perf_counter() - self.started
+        done = batch + 1
+        rate = done * self.batch_size / max(seconds, 1e-9)
+        print(f"epoch {self.epoch}: {done}/{self.steps} steps, {rate:.1f} img/s, loss {(logs or {}).get('loss', 0):.4f}, "
+              f"ETA {duration(seconds / done * (self.steps - done))} (then validation)", flush=True)

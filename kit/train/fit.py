@@ -43,7 +43,7 @@ from kit.model.backbones import build_model, set_backbone_trainable
 from kit.model.metrics import log_loss
 from kit.model.optim import epochs_for_cycles, sgdr_schedule
 from kit.runs import RunDir
-from kit.train.callbacks import BestEpoch, EpochExtras, StepLearningRate
+from kit.train.callbacks import BestEpoch, EpochExtras, ProgressLines, StepLearningRate
 from kit.train.head import feature_arrays, fit_head
 from kit.train.recipe import compile_model, label_array, optimizer, unfreeze
 
@@ -89,6 +89,8 @@ class Trainer:
                      StepLearningRate(run_dir.lr, self.steps_per_epoch), self.best,
                      keras.callbacks.TensorBoard(str(run_dir.tensorboard), write_graph=False, profile_batch=0),
                      keras.callbacks.TerminateOnNaN(), keras.callbacks.BackupAndRestore(str(run_dir.backup(stage)))]
+        if not sys.stdout.isatty():  # a terminal gets Keras' live bar with its ETA instead
+            callbacks.insert(0, ProgressLines(self.steps_per_epoch, self.cfg.data.batch_size))
         print(f"train: stage {stage}, epochs {first_epoch + 1}-{first_epoch + epochs}")
         train_stream, val_stream = self.streams  # built (decoded) before the stage's clock starts
         with timings.step("head" if stage == "head" else "fine-tune", epochs * len(self.index.train)):
