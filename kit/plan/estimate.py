@@ -59,7 +59,8 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
         steps.append(Step("features train", n_train * passes, n_train * passes / rates["engine"]))
         steps.append(Step("features val", n_val, n_val / rates["engine"]))
         samples = t.head_epochs * n_train * passes
-        steps.append(Step("head", samples, samples / rates["head"], f"{plural(t.head_epochs, 'epoch')} on feature vectors"))
+        seconds = rates.get("head_setup_s", 0.0) + samples / rates["head"] + t.head_epochs * rates.get("head_epoch_s", 0.0)
+        steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
         steps.append(Step("head", t.head_epochs * n_train, rates["frozen_warmup_s"] + t.head_epochs * per_epoch,

@@ -26,9 +26,9 @@ from kit import paths as kit_paths
 from kit.config import Config
 from kit.fsutil import write_text_atomic
 
-VERSION = 2  # bump when what is measured changes
+VERSION = 5  # bump when what is measured changes
 DECODE_SAMPLE = 128
-STEPS = 3  # timed train steps per stage, after one warm-up step
+STEPS = 5  # timed train steps per stage, after two untimed ones
 
 
 def probe_key(cfg: Config, n_classes: int, finetune: bool, head: str) -> dict:
@@ -53,18 +53,27 @@ def _rate(images: int, seconds: float) -> float:
     return images / max(seconds, 1e-6)
 
 
-def decode_rate(paths: list[str], size: int, batch: int) -> float:
-    """Images/s of the pixel cache's decoder on `paths`: the second of two whole passes (timing from a first
-    batch on would miss what the parallel workers decoded meanwhile; a first pass also pays tf.data's set-up,
-    which 128 images do not spread out as 20,000 do)."""
-    from kit.data.pipeline import decoded_stream
+def decode_rate(paths: list[str], size: int, repeats: int = 4) -> float:
+    """Images/s of the pixel cache's decoder (`pipeline.decoded_stream` in _decode_all's batches of 64) in its
+    steady state: one stream over `paths` `repeats` times, timed after the first round. A fresh stream of 128
+    images is mostly tf.data's set-up and AUTOTUNE's ramp, which 20,000 images spread out (measured: a whole
+    short pass put the decode of 20,000 images at 1.3-1.9x its time, BENCHMARKS.md, section 6)."""
+    import tempfile
 
-    for _ in decoded_stream(paths, size, batch):
-        pass
-    started, done = time.perf_counter(), 0
-    for images in decoded_stream(paths, size, batch):
-        done += len(images)
-    return _rate(done, time.perf_counter() - started)
+    from kit.data.pipeline import decoded_stream, release_pages
+
+    n = len(paths) * repeats
+    with tempfile.TemporaryDirectory() as folder:  # written as the cache is: into a new memory-mapped file
+        out = np.lib.format.open_memmap(Path(folder) / "probe.npy", mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        done, started = 0, None
+        for images in decoded_stream(paths * repeats, size, 64):
+            out[done:done + len(images)] = images.numpy()
+            release_pages(out, done, done + len(images))
+            done += len(images)
+            if started is None and done >= len(paths):
+                started, timed_from = time.perf_counter(), done
+        del out
+    return _rate(done - timed_from, time.perf_counter() - started)
 
 
 def stream_rate(cfg: Config, forward, images: np.ndarray, passes: int = 2) -> tuple[float, float]:
@@ -106,18 +115,25 @@ def train_rate(cfg: Config, model, images: np.ndarray, labels: np.ndarray, unfro
         set_backbone_trainable(model, False)
         chosen = optimizer(cfg, cfg.train.head_lr)
     compile_model(model, chosen, cfg, n_classes)
-    batches = list(training_stream(cfg, images, label_array(labels, n_classes)).repeat().take(STEPS + 1))
+    # Batches pulled from the live stream while training, as fit() does: the augmentation's map competes with
+    # the step for the same cores (batches made beforehand put a fine-tune epoch at 0.8x its time).
+    stream = iter(training_stream(cfg, images, label_array(labels, n_classes)).repeat())
     started = time.perf_counter()
-    model.train_on_batch(*batches[0])  # traces the step: the first epoch's extra cost
+    model.train_on_batch(*next(stream))  # traces the step: the first epoch's extra cost
     warmup = time.perf_counter() - started
-    started = time.perf_counter()
-    for x, y in batches[1:]:
+    model.train_on_batch(*next(stream))  # one more untimed: memory still being laid out
+    started, done = time.perf_counter(), 0
+    for _ in range(STEPS):
+        x, y = next(stream)
         model.train_on_batch(x, y)
-    return warmup, _rate(sum(len(x) for x, _ in batches[1:]), time.perf_counter() - started)
+        done += len(x)
+    return warmup, _rate(done, time.perf_counter() - started)
 
 
-def head_rate(cfg: Config, dim: int, n_classes: int) -> float:
-    """Samples/s of the head trained on feature vectors (Keras fit, as kit/train/head.py runs it)."""
+def head_rate(cfg: Config, dim: int, n_classes: int) -> tuple[float, float, float]:
+    """(samples/s, seconds per epoch besides its samples, the first call's tracing) of the head on features, as
+    kit/train/head.py runs it: timed at two epoch sizes, since each epoch also pays its validation pass and
+    callbacks (measured: one size alone put the head's 5-7 s at 1.4-1.7x)."""
     import keras
     import tensorflow as tf
 
@@ -128,18 +144,22 @@ def head_rate(cfg: Config, dim: int, n_classes: int) -> float:
                              keras.layers.Dense(1 if n_classes == 2 else n_classes,
                                                 activation="sigmoid" if n_classes == 2 else "softmax")])
     compile_model(head, optimizer(cfg, cfg.train.head_lr), cfg, n_classes)
-    n = 8192
-    x = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
-    y = label_array(np.arange(n) % n_classes, n_classes)
     head.steps_per_execution = 32
-    # As kit/train/head.py feeds it: tf.data from the arrays, shuffled each epoch, prefetched.
-    train = prefetched(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0).batch(cfg.data.batch_size))
-    val = prefetched(tf.data.Dataset.from_tensor_slices((x[:2048], y[:2048])).batch(4096))
-    head.fit(train, epochs=1, verbose=0)
-    epochs = 4  # in one call, as the head's epochs run: fit's own set-up spread over them
-    started = time.perf_counter()
-    head.fit(train, epochs=epochs, verbose=0, validation_data=val)
-    return _rate(epochs * n, time.perf_counter() - started)
+    rng, epochs, seconds = np.random.default_rng(0), 4, {}
+    for n in (4096, 16384):
+        x = rng.normal(size=(n, dim)).astype(np.float32)
+        y = label_array(np.arange(n) % n_classes, n_classes)
+        # As kit/train/head.py feeds it: tf.data from the arrays, shuffled each epoch, prefetched.
+        train = prefetched(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0).batch(cfg.data.batch_size))
+        val = prefetched(tf.data.Dataset.from_tensor_slices((x[:2048], y[:2048])).batch(4096))
+        began = time.perf_counter()
+        head.fit(train, epochs=1, verbose=0, validation_data=val)  # traced for this dataset first
+        seconds.setdefault("first", time.perf_counter() - began)
+        started = time.perf_counter()
+        head.fit(train, epochs=epochs, verbose=0, validation_data=val)  # in one call, as the head's epochs run
+        seconds[n] = (time.perf_counter() - started) / epochs
+    rate = (16384 - 4096) / max(seconds[16384] - seconds[4096], 1e-6)
+    return rate, max(0.0, seconds[4096] - 4096 / rate), seconds["first"] - seconds[4096]
 
 
 def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes: int, finetune: bool,
@@ -151,7 +171,7 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
 
     started = time.perf_counter()
     size, batch = cfg.data.image_size, cfg.data.batch_size
-    rates = {"decode": decode_rate(sample_paths, size, batch)}
+    rates = {"decode": decode_rate(sample_paths, size)}
     images = np.concatenate([b.numpy() for b in decoded_stream(sample_paths, size, batch)])
     began = time.perf_counter()
     model = build_model(cfg, n_classes)  # what every training or prediction process pays first
@@ -172,7 +192,7 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     if head == "images":
         rates["frozen_warmup_s"], rates["frozen"] = train_rate(cfg, model, images, labels, False, n_classes)
     if head == "features":  # "none": submit only needs the decoder and the engine
-        rates["head"] = head_rate(cfg, rates["feature_dim"], n_classes)
+        rates["head"], rates["head_epoch_s"], rates["head_setup_s"] = head_rate(cfg, rates["feature_dim"], n_classes)
     if finetune:
         rates["finetune_warmup_s"], rates["finetune"] = train_rate(cfg, model, images, labels, True, n_classes)
     rates["probe_s"] = time.perf_counter() - started
