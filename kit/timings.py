@@ -31,12 +31,6 @@ def step(name: str, images: int = 0) -> Iterator[None]:
         entry["images"] += images
 
 
-def add(name: str, seconds: float, images: int = 0) -> None:
-    entry = _RECORD.setdefault(name, {"seconds": 0.0, "images": 0})
-    entry["seconds"] = round(entry["seconds"] + seconds, 2)
-    entry["images"] += images
-
-
 def snapshot() -> dict[str, dict]:
     return {name: dict(entry) for name, entry in _RECORD.items()}
 

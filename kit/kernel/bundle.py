@@ -14,6 +14,7 @@ resolved config, less the keys Notebook mode sets (paths.*, competition.kaggle_i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -47,7 +48,7 @@ class Dataset:
     folder: Path
     files: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """sha256 over the files' names and bytes (not the metadata): what decides a new upload."""
         total = hashlib.sha256()
@@ -152,4 +153,6 @@ def build(cfg: Config, owner: str, accelerator: str, weight_files: list[Path], r
                    "datasets": {d.ref: {"digest": d.digest, "files": d.files, "bytes": d.size()} for d in datasets}}
         (folder / "bundle.json").write_text(json.dumps(summary, indent=2) + "\n")
     moved = [Dataset(d.ref, d.title, final / d.folder.name, d.files) for d in datasets]
+    for before, after in zip(datasets, moved):  # the same bytes, renamed: not read again
+        after.digest = before.digest
     return Bundle(final, ref, final / "kernel", moved, accelerator)

@@ -185,7 +185,8 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     rates["feature_dim"] = int(features.feature_extractor(model).output.shape[-1])
     # A whole model's TFLite copy (submit, predict) converts like the extractor: the full graph, traced once.
     full_started = time.perf_counter()
-    engine.to_tflite(model) if engine.engine_name(cfg) == "tflite" else None
+    if engine.engine_name(cfg) == "tflite":
+        engine.to_tflite(model)
     rates["model_convert_s"] = time.perf_counter() - full_started
     if finetune or head == "images":
         rates["keras_warmup_s"], rates["keras"] = timed_calls(model.predict_on_batch, pixels[:batch], 2)
