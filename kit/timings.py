@@ -1,7 +1,7 @@
 """What each step of a stage took, for the stage's last line and for comparing with `kit plan`'s estimate.
 
     with timings.step("decode train", images=20000): ...    # in the library code that does the work
-    timings.reset(); ...; timings.snapshot()                  # in a stage: {step: {"seconds", "images"}}
+    timings.reset(); ...; timings.close(); timings.snapshot() # in a stage: {step: {"seconds", "images"}}
 
 Steps are named as kit/plan/estimate.py names them, so a run's timings.json sits beside its plan.json.
 One process runs one stage, so a module-level record is enough.
@@ -13,10 +13,24 @@ import time
 from typing import Iterator
 
 _RECORD: dict[str, dict] = {}
+_STARTED = [time.perf_counter()]
 
 
 def reset() -> None:
+    """Start a stage's record (where its plan is printed: the plan's total is compared from here)."""
     _RECORD.clear()
+    _STARTED[0] = time.perf_counter()
+
+
+def elapsed() -> float:
+    return time.perf_counter() - _STARTED[0]
+
+
+def close(name: str = "writing") -> None:
+    """Book the stage's time since reset() that no step covered (saving, writing, the report) as `name`."""
+    rest = elapsed() - sum(entry["seconds"] for entry in _RECORD.values())
+    if rest > 0:
+        _RECORD[name] = {"seconds": round(rest, 2), "images": 0}
 
 
 @contextlib.contextmanager

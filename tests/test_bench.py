@@ -309,11 +309,14 @@ def test_the_full_size_section_renders_its_tables_targets_and_findings():
     assert targets["Precompute path peak RSS (ru_maxrss of its largest command)"].met is False  # 3,500 MB
     assert targets["Precompute path peak anonymous memory (sampled)"].met is True
     judged = [row for label, row in targets.items() if label.startswith("Plan vs measured")]
-    assert len(judged) == 11 and all(row.target == "0.75x-1.25x" for row in judged)
+    assert len(judged) == 15 and all(row.target == "0.75x-1.25x" for row in judged)
+    stages = [row for row in judged if "the whole stage after its plan" in row.label]
+    assert len(stages) == 4  # train and submit of both paths, each its plan's total against timings.json's sum
     val = next(row for row in judged if "precompute train: `features val`" in row.label)
     assert val.ratio == pytest.approx(80 / 140) and val.met is False  # the two same-named plan steps, summed
     text = " ".join(built.findings)
     assert "fine-tune train: `features test`" in text and "never recorded" in text  # kit's naming, reported
+    assert f"of {len(stages)} stages" in text and f"of {len(judged) - len(stages)} judged steps" in text
     assert "Recorded but not in the plan: fine-tune train: `save`" in text
     assert "did no work" in text and "the ≤ 10 min target is missed" in text
     assert "the plan said 7.7 GB of new caches, the cache grew by 7.61 GB" in text

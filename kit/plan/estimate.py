@@ -20,6 +20,7 @@ from kit.timings import duration
 
 LONG_ON_CPU = 30 * 60  # seconds of fine-tuning past which the plan names the faster paths
 CHECKPOINT_S = 1.0  # per fine-tune epoch: best.keras, the BackupAndRestore copy, logs (measured: ~0.5-1.5 s)
+REPORT_S = 2.5  # report.html and its plots (measured at 600 and 5,000 validation images: 2-2.5 s)
 
 
 @dataclass
@@ -38,6 +39,16 @@ def cached(cfg: Config, paths: list[str], name: str) -> bool:
     return cfg.data.cache == "disk" and pipeline.cache_file(cfg, paths, name).exists()
 
 
+def features_cached(cfg: Config, rates: dict, paths: list[str], name: str, view: str, augment_pass: int = 0) -> bool:
+    """Whether the feature array of `paths` through `view` (or augmented pass k) is on disk already."""
+    from kit.model import features
+
+    if "identity" not in rates:
+        return False
+    key = features.feature_key(cfg, rates["identity"], paths, view, augment_pass)
+    return features.feature_file(cfg, key, name).exists()
+
+
 def decode_steps(cfg: Config, splits: dict[str, list[str]], rates: dict) -> list[Step]:
     steps = []
     for name, paths in splits.items():
@@ -48,16 +59,36 @@ def decode_steps(cfg: Config, splits: dict[str, list[str]], rates: dict) -> list
     return steps
 
 
+def feature_step(cfg: Config, rates: dict, name: str, paths: list[str], views: list[tuple[str, int]],
+                 note: str = "") -> Step:
+    """Forward passes over `paths` for each (view, augmented pass) not cached yet."""
+    todo = [v for v in views if not features_cached(cfg, rates, paths, name, *v)]
+    images = len(paths) * len(todo)
+    note = note if todo else "feature cache on disk"
+    return Step(f"features {name}", images, images / rates["engine"], note)
+
+
 def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     t, n_train, n_val = cfg.train, len(index.train), len(index.val)
     splits = {"train": list(index.train["path"]), "val": list(index.val["path"])}
+    views = list(cfg.submit.tta)
     steps = [Step("set-up", 0, rates["build_s"], "the model built, its weights loaded")]
-    steps += decode_steps(cfg, splits, rates)
-    views = len(cfg.submit.tta)
-    if t.head == "features" and t.head_epochs:
+    on_features = t.head == "features" and t.head_epochs
+    feature_steps = []
+    if on_features:
         passes = 1 + t.feature_passes
-        steps.append(Step("features train", n_train * passes, n_train * passes / rates["engine"]))
-        steps.append(Step("features val", n_val, n_val / rates["engine"]))
+        feature_steps.append(feature_step(cfg, rates, "train", splits["train"], [("original", k) for k in range(passes)]))
+        feature_steps.append(feature_step(cfg, rates, "val", splits["val"], [("original", 0)]))
+    if on_features and not t.finetune_epochs:
+        feature_steps.append(feature_step(cfg, rates, "val", splits["val"], [(v, 0) for v in views if v != "original"],
+                                          "the other TTA views"))
+    # Pixels are decoded where a pass over images is still to come: every fine-tune, or a feature not cached.
+    needed = {name: p for name, p in splits.items()
+              if t.finetune_epochs or t.head != "features" or any(s.images for s in feature_steps
+                                                                   if s.name == f"features {name}")}
+    steps += decode_steps(cfg, needed, rates)
+    if on_features:
+        steps += feature_steps[:2]
         samples = t.head_epochs * n_train * passes
         seconds = rates.get("head_setup_s", 0.0) + samples / rates["head"] + t.head_epochs * rates.get("head_epoch_s", 0.0)
         steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"))
@@ -69,26 +100,30 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
         epoch = n_train / rates["finetune"] + n_val / rates["keras"] + CHECKPOINT_S
         steps.append(Step("fine-tune", t.finetune_epochs * n_train, rates["finetune_warmup_s"] + t.finetune_epochs * epoch,
                           f"{plural(t.finetune_epochs, 'epoch')} of {duration(epoch)}, layer-group rates"))
-        steps.append(Step("predict val", n_val * views, rates["model_convert_s"] + n_val * views / rates["engine"],
-                          f"{views} TTA views, best epoch"))
-    else:
-        extra = max(0, views - 1)  # the original view's features are cached already
-        steps.append(Step("features val", n_val * extra, n_val * extra / rates["engine"], "the other TTA views"))
+        steps.append(Step("predict val", n_val * len(views), rates["model_convert_s"] + n_val * len(views) / rates["engine"],
+                          f"{len(views)} TTA views, best epoch"))
+    elif on_features:
+        steps += feature_steps[2:]
+    steps.append(Step("writing", 0, rates.get("save_load_s", 0.0) + REPORT_S, "the best model saved and loaded, "
+                      "validation predictions, the report"))
     return steps
 
 
 def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bool) -> list[Step]:
     """Scoring the run's validation images and predicting the test set, each over the TTA views."""
-    views = len(cfg.submit.tta)
+    views = list(cfg.submit.tta)
     n_val, n_test = len(index.val), len(index.test) if index.test is not None else 0
     steps = [Step("set-up", 0, rates["build_s"], "the run's model loaded")]
-    steps += decode_steps(cfg, {"test": list(index.test["path"])} if n_test else {}, rates)
+    test = list(index.test["path"]) if n_test else []
     if head_only:
-        steps.append(Step("features test", n_test * views, n_test * views / rates["engine"], f"{views} TTA views"))
-        return steps
+        features = feature_step(cfg, rates, "test", test, [(v, 0) for v in views], f"{len(views)} TTA views")
+        steps += decode_steps(cfg, {"test": test} if features.images else {}, rates)
+        return steps + [features]
+    steps += decode_steps(cfg, {"test": test} if n_test else {}, rates)
     convert = 0.0 if converted else rates["model_convert_s"]
-    steps.append(Step("predict val", n_val * views, convert + n_val * views / rates["engine"], f"{views} TTA views"))
-    steps.append(Step("predict test", n_test * views, n_test * views / rates["engine"], f"{views} TTA views"))
+    steps.append(Step("predict val", n_val * len(views), convert + n_val * len(views) / rates["engine"],
+                      f"{len(views)} TTA views"))
+    steps.append(Step("predict test", n_test * len(views), n_test * len(views) / rates["engine"], f"{len(views)} TTA views"))
     return steps
 
 

@@ -60,11 +60,13 @@ def feature_arrays(cfg: Config, model: keras.Model, index) -> tuple[tuple, tuple
     return train_xy, (val_x, label_array(index.val["label"].to_numpy(), n_classes))
 
 
-def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir, n_classes: int) -> BestEpoch:
+def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir, n_classes: int,
+             extra_callbacks=()) -> BestEpoch:
     """Train the model's head on feature arrays (`feature_arrays`); leave the best epoch's weights in place.
 
     Writes metrics.csv and lr.csv (epochs 0 .. train.head_epochs - 1) and returns the BestEpoch. A NaN
-    loss saves the best epoch so far as the run's best model and raises.
+    loss saves the best epoch so far as the run's best model and raises. `extra_callbacks`: the plan probe's
+    epoch clock (kit/plan/probe.py times this very function).
     """
     t, batch_size = cfg.train, cfg.data.batch_size
     steps_per_epoch = math.ceil(len(train_xy[0]) / batch_size)
@@ -84,7 +86,7 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
     head.steps_per_execution = 1 if device.is_distributed(strategy) else min(steps_per_epoch, 32)
     best = BestEpoch()
     callbacks = [EpochExtras("head"), keras.callbacks.CSVLogger(str(run_dir.metrics)), best,
-                 keras.callbacks.TerminateOnNaN(), EpochBar(t.head_epochs)]
+                 keras.callbacks.TerminateOnNaN(), EpochBar(t.head_epochs), *extra_callbacks]
     history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed, strategy), epochs=t.head_epochs,
                        verbose=0, shuffle=False, validation_data=_feature_dataset(*val_xy, 4096, None, strategy),
                        callbacks=callbacks)

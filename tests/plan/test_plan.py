@@ -23,7 +23,7 @@ def test_a_fine_tune_plan_counts_every_step_and_probes_once(indexed, competition
     n_train, n_val, n_test = len_split(cfg)
     text, steps = estimate.describe(cfg, load(cfg), "all", head_only=False)
     assert names(steps) == [("set-up", 0), ("decode train", n_train), ("decode val", n_val),
-                            ("fine-tune", 3 * n_train), ("predict val", 2 * n_val), ("set-up", 0),
+                            ("fine-tune", 3 * n_train), ("predict val", 2 * n_val), ("writing", 0), ("set-up", 0),
                             ("decode test", n_test), ("predict val", 2 * n_val), ("predict test", 2 * n_test)]
     assert all(s.seconds > 0 for s in steps) and "probe measured now" in text
     again, steps_again = estimate.describe(cfg, load(cfg), "all", head_only=False)
@@ -44,6 +44,23 @@ def test_a_head_only_plan_and_caches_already_on_disk(indexed, competition_zip):
     assert names(steps)[1:6] == [("decode train", n_train), ("decode val", n_val), ("features train", 2 * n_train),
                                  ("features val", n_val), ("head", 4 * 2 * n_train)]
     assert steps[1].seconds == 0 and steps[1].note == "pixel cache on disk" and steps[2].seconds > 0
+
+
+def test_a_plan_counts_feature_caches_on_disk_as_free(indexed, competition_zip):
+    """A second head-only run on the same photos reads every feature array: no decode, no forward pass."""
+    from kit.train import fit
+
+    cfg = indexed(competition_zip, *PLAN, "train.head=features", "train.head_epochs=2", "train.finetune_epochs=0",
+                  "data.image_size=48", "train.feature_image_size=0")
+    _, before = estimate.describe(cfg, load(cfg), "train", head_only=True)
+    assert [s.name for s in before][1:5] == ["decode train", "decode val", "features train", "features val"]
+    fit.run(cfg)
+    _, after = estimate.describe(cfg, load(cfg), "train", head_only=True)
+    feature_steps = [s for s in after if s.name.startswith("features")]
+    assert not [s for s in after if s.name.startswith("decode")], after
+    assert feature_steps and all(s.images == 0 and s.seconds == 0 and s.note == "feature cache on disk"
+                                 for s in feature_steps)
+    assert {"head", "writing"} <= {s.name for s in after if s.seconds > 0}
 
 
 def test_caches_that_do_not_fit_are_refused_before_training_writes_anything(indexed, competition_zip, monkeypatch,
@@ -77,7 +94,7 @@ def test_a_run_keeps_its_plan_beside_what_each_step_took(indexed, competition_zi
     run = RunDir(fit.run(cfg))
     planned = {s["name"] for s in json.loads(run.plan_file.read_text())}
     took = json.loads(run.timings_file.read_text())
-    assert {"set-up", "features train", "head", "fine-tune", "predict val"} <= planned & set(took)
+    assert {"set-up", "features train", "head", "fine-tune", "predict val", "writing"} <= planned & set(took)
     assert took["fine-tune"]["images"] == len(load(cfg).train) and took["fine-tune"]["seconds"] > 0
 
 
