@@ -111,6 +111,7 @@ class TrainConfig:
     jit_compile: Auto = setting("auto", resume=False)  # auto: on with a GPU/TPU, off on a CPU (BENCHMARKS.md, 3)
     mixed_precision: Auto = setting("auto")  # auto: mixed_float16 on a GPU, float32 elsewhere
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
+    folds: int = setting(0, min=0, max=20)  # head=features: k heads on k folds, averaged (kit/train/folds.py); 0 = one
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
     distribute: Literal["auto", "none", "mirrored"] = setting("auto", resume=False)  # auto: mirrored on 2+ GPUs
@@ -121,7 +122,10 @@ class TrainConfig:
 class SubmitConfig:
     run: str = setting("", resume=False)  # run folder or name to predict with (empty: the newest)
     tta: list[VIEWS] = setting(["original", "hflip"], nonempty=True, resume=False)
-    clip: float = setting(0.005, min=0.0, below=0.5, resume=False)  # probabilities clipped to [clip, 1 - clip]
+    calibrate: Literal["auto", "none", "clip", "temperature"] = setting("auto", resume=False)  # kit/model/calibrate.py
+    snapshots: Literal["auto", "best", "last_k"] = setting("auto", resume=False)  # kit/model/ensemble.py
+    snapshot_k: int = setting(2, min=1, max=100, resume=False)  # submit.snapshots=last_k: how many
+    clip: float = setting(1e-4, min=0.0, below=0.5, resume=False)  # the floor: [clip, 1 - clip], after calibrating
     message: str = setting("", resume=False)
 
 
@@ -242,6 +246,9 @@ def check_consistency(cfg: Config) -> None:
     if t.feature_passes and not cfg.augment.enabled:
         raise KitError("train.feature_passes > 0 needs augmentation: set augment.enabled=true "
                        "or train.feature_passes=0")
+    if t.folds == 1 or (t.folds > 1 and t.head != "features"):
+        raise KitError(f"train.folds={t.folds} trains that many heads on cached features and averages them: use 2 "
+                       "or more with train.head=features, or train.folds=0 for one head")
     if t.feature_passes and t.head != "features":
         raise KitError(f"train.feature_passes={t.feature_passes} adds augmented passes of cached features: "
                        "set train.head=features, or train.feature_passes=0")

@@ -76,6 +76,23 @@ class RunDir:
     versions_file = property(lambda self: self.path / "versions.json")
     plan_file = property(lambda self: self.path / "plan.json")  # the steps' estimates at the start of training
     timings_file = property(lambda self: self.path / "timings.json")  # what each step took
+    oof_predictions = property(lambda self: self.path / "oof_predictions.csv")  # train.folds: held-fold probabilities
+
+    snapshots_dir = property(lambda self: self.path / "snapshots")  # fine-tuning's weights at each SGDR cycle end
+
+    def snapshot(self, epoch: int) -> Path:
+        """The weights after `epoch` (counted from 1, head epochs included), saved at a cycle end."""
+        return self.snapshots_dir / f"epoch-{epoch:03d}.weights.h5"
+
+    def snapshots(self) -> list[tuple[int, Path]]:
+        """(epoch, weights file) of every snapshot kept, oldest first."""
+        found = []
+        for path in self.snapshots_dir.glob("epoch-*.weights.h5") if self.snapshots_dir.is_dir() else []:
+            try:
+                found.append((int(path.name.split("-")[1].split(".")[0]), path))
+            except ValueError:
+                continue
+        return sorted(found)
 
     def backup(self, stage: str) -> Path:
         """BackupAndRestore's folder for one stage ("head" or "finetune")."""

@@ -66,6 +66,15 @@ def real_competition_zip() -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="session")
+def real_folder() -> Path:
+    """The real folder-per-class dataset named by KIT_REAL_FOLDER (../shared/data/flowers-mini), or skip."""
+    path = os.environ.get("KIT_REAL_FOLDER")
+    if not path or not Path(path).is_dir():
+        pytest.skip("set KIT_REAL_FOLDER to a folder-per-class photo dataset (e.g. flowers-mini) to run this")
+    return Path(path)
+
+
 @pytest.fixture
 def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A temporary KERAS_HOME filled from KIT_KERAS_WEIGHTS (a folder of Keras cache files), or skip."""

@@ -89,9 +89,12 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     steps += decode_steps(cfg, needed, rates)
     if on_features:
         steps += feature_steps[:2]
-        samples = t.head_epochs * n_train * passes
-        seconds = rates.get("head_setup_s", 0.0) + samples / rates["head"] + t.head_epochs * rates.get("head_epoch_s", 0.0)
-        steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"))
+        heads = max(1, t.folds)  # train.folds: k heads, each on k-1 folds of the rows
+        samples = t.head_epochs * n_train * passes * max(1, t.folds - 1)
+        seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
+            samples / rates["head"]
+        steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"
+                          + (f", {t.folds} fold heads" if t.folds > 1 else "")))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
         steps.append(Step("head", t.head_epochs * n_train, rates["frozen_warmup_s"] + t.head_epochs * per_epoch,
@@ -109,7 +112,8 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     return steps
 
 
-def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bool) -> list[Step]:
+def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bool,
+                 snapshots: int = 0) -> list[Step]:
     """Scoring the run's validation images and predicting the test set, each over the TTA views."""
     views = list(cfg.submit.tta)
     n_val, n_test = len(index.val), len(index.test) if index.test is not None else 0
@@ -121,9 +125,17 @@ def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bo
         return steps + [features]
     steps += decode_steps(cfg, {"test": test} if n_test else {}, rates)
     convert = 0.0 if converted else rates["model_convert_s"]
-    steps.append(Step("predict val", n_val * len(views), convert + n_val * len(views) / rates["engine"],
-                      f"{len(views)} TTA views"))
-    steps.append(Step("predict test", n_test * len(views), n_test * len(views) / rates["engine"], f"{len(views)} TTA views"))
+    # submit.snapshots: every snapshot predicts validation, the chosen ones (at most all) the test set; each
+    # loaded snapshot converts its engine copy once per split.
+    models = 1 + snapshots
+    test_models = (cfg.submit.snapshot_k if cfg.submit.snapshots == "last_k" else snapshots) or 1
+    extra = f", best.keras + {plural(snapshots, 'snapshot')}" if snapshots else ""
+    steps.append(Step("predict val", n_val * len(views) * models, convert + snapshots * rates["model_convert_s"]
+                      + n_val * len(views) * models / rates["engine"], f"{len(views)} TTA views{extra}"))
+    test_convert = test_models * rates["model_convert_s"] if snapshots else 0.0  # best.keras: converted for val
+    steps.append(Step("predict test", n_test * len(views) * test_models,
+                      test_convert + n_test * len(views) * test_models / rates["engine"],
+                      f"{len(views)} TTA views" + (f", up to {plural(test_models, 'snapshot')}" if snapshots else "")))
     return steps
 
 
@@ -166,7 +178,8 @@ def disk_line(cfg: Config, needed: int) -> str:
     return line
 
 
-def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = False) -> tuple[str, list[Step]]:
+def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = False,
+             snapshots: int = 0) -> tuple[str, list[Step]]:
     """The plan's text and steps for `stage` ("train", "submit" or "all"); probes first if it must."""
     from kit.model import device
 
@@ -176,7 +189,7 @@ def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = 
     if stage in ("train", "all"):
         steps += train_steps(cfg, index, rates)
     if stage in ("submit", "all") and index.test is not None:
-        steps += submit_steps(cfg, index, rates, head_only, converted)
+        steps += submit_steps(cfg, index, rates, head_only, converted, snapshots)
     counts = f"{len(index.train):,} train, {len(index.val):,} val" + (
         f", {len(index.test):,} test" if index.test is not None else "")
     title = (f"plan ({stage}): {counts} images at {cfg.data.image_size} px on {device.describe()} "
@@ -188,7 +201,8 @@ def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = 
     return "\n".join(text), steps
 
 
-def print_plan(cfg: Config, index, stage: str, head_only: bool, converted: bool = False) -> list[dict]:
+def print_plan(cfg: Config, index, stage: str, head_only: bool, converted: bool = False,
+               snapshots: int = 0) -> list[dict]:
     """The plan's lines at the start of `stage` (unless train.plan=false); its steps as dicts (plan.json).
 
     A caches-don't-fit KitError stops the stage before it writes anything; any other failure of the estimate
@@ -196,7 +210,7 @@ def print_plan(cfg: Config, index, stage: str, head_only: bool, converted: bool 
     if not cfg.train.plan:
         return []
     try:
-        text, steps = describe(cfg, index, stage, head_only, converted)
+        text, steps = describe(cfg, index, stage, head_only, converted, snapshots)
     except KitError:
         raise
     except Exception as error:  # noqa: BLE001

@@ -133,7 +133,12 @@ def tta_scores(files: RunFiles) -> dict:
     clip = _setting(files.config, "submit.clip")
     scores = {"val log loss with TTA (unclipped)": log_loss(labels, probs)}
     if isinstance(clip, (int, float)) and 0 < clip < 0.5:
-        scores[f"val log loss with TTA, clipped at {clip:g} (what submit scores)"] = log_loss(labels, probs, clip)
+        scores[f"val log loss with TTA, clipped at {clip:g} (submit.clip, the floor)"] = log_loss(labels, probs, clip)
+    summary = files.summary or {}
+    if summary.get("val_log_loss_calibrated") is not None:  # kit/model/calibrate.py's choice, out of fold
+        method = (summary.get("calibration") or {}).get("method", "?")
+        scores[f"val log loss with TTA, calibrated ({method}), out of fold (what submit estimates)"] = \
+            summary["val_log_loss_calibrated"]
     correct = int(table["correct"].sum())
     scores["val accuracy with TTA"] = f"{correct / len(table):.2%} ({correct} right, {len(table) - correct} wrong)"
     return scores

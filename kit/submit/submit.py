@@ -24,23 +24,27 @@ from kit import paths as kit_paths, timings
 from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
-from kit.model.inference import predict_split
-from kit.model.metrics import clip_probabilities, log_loss
+from kit.model import calibrate
+from kit.model.metrics import log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
+from kit.submit import snapshots
 from kit.submit.submission import build_frame, validation_score, write_submission
 
 
-CLIP_TABLE = (0.0, 0.001, 0.0025, 0.005, 0.01, 0.02)
+def calibration_line(cal: calibrate.Calibration, n: int) -> str:
+    """Every method's out-of-fold validation log loss, its fitted parameter, and the one chosen."""
+    def shown(method: str) -> str:
+        params = cal.fitted.get(method, {})
+        extra = f" (bound {params['bound']:g})" if "bound" in params else (
+            f" (T {params['temperature']:.2f})" if "temperature" in params else "")
+        loss = f" {cal.out_of_fold[method]:.4f}" if method in cal.out_of_fold else ""
+        return f"{method}{'*' if method == cal.method else ''}{loss}{extra}"
 
-
-def clip_table(labels: np.ndarray, probabilities: np.ndarray, chosen: float) -> str:
-    """Validation log loss at a few clip bounds: clipping insures against a confident mistake, at a price."""
-    cells = []
-    for bound in sorted(set(CLIP_TABLE) | {chosen}):
-        loss = log_loss(labels, clip_probabilities(probabilities, bound)[0] if bound else probabilities)
-        cells.append(f"{bound:g}{'*' if bound == chosen else ''}: {loss:.4f}")
-    return "validation log loss by clip bound (* = submit.clip): " + ", ".join(cells)
+    where = (f"{cal.folds}-fold out-of-fold log loss on {n:,} validation images" if cal.folds
+             else f"too few validation images per class to cross-validate ({n:,}): not calibrated")
+    return f"calibration, {where}: " + ", ".join(shown(m) for m in calibrate.METHODS) + \
+        f"; * = chosen, then clipped to [{cal.floor:g}, {1 - cal.floor:g}] (submit.clip)"
 
 
 def validation_images(cfg: Config, run_dir: RunDir, index) -> tuple[pd.DataFrame, str]:
@@ -76,13 +80,25 @@ def validation_images(cfg: Config, run_dir: RunDir, index) -> tuple[pd.DataFrame
     return index.val[["path", "label"]].reset_index(drop=True), "index"
 
 
-def score_validation(cfg: Config, model, val: pd.DataFrame, classes: list[str], from_features: bool = False) -> dict:
-    """Validation metrics of the images `val` (path, label) through the submission's own path (TTA, clipping)."""
-    labels = val["label"].to_numpy()
-    # Predicted here, by the same code as the test set: no shortcut through saved predictions.
-    probabilities = predict_split(cfg, model, list(val["path"]), "val", from_features)
-    print(f"submit: {clip_table(labels, probabilities, cfg.submit.clip)}")
-    return validation_score(labels, probabilities, cfg.submit.clip, classes)
+def score_validation(cfg: Config, probabilities: np.ndarray, honest: np.ndarray, labels: np.ndarray,
+                     classes: list[str]) -> tuple[dict, calibrate.Calibration]:
+    """Validation metrics of the chosen model's probabilities through the submission's own path (the
+    calibration, clipping), and the calibration the test set gets.
+
+    `val_log_loss` is out of fold: each image's probability from the snapshot choice made on the other folds
+    (`honest`), calibrated by a fit on the other folds, with a bootstrap interval; a score fitted on the images it
+    scores would flatter the submission. `val_log_loss_in_sample` is the calibration fitted on all of them, as
+    the test set gets it."""
+    cal = calibrate.choose(cfg.submit.calibrate, labels, probabilities, cfg.submit.clip, cfg.data.seed)
+    print(f"submit: {calibration_line(cal, len(labels))}")
+    score = validation_score(labels, cal.apply(probabilities), cfg.submit.clip, classes)
+    fair = calibrate.choose(cal.method, labels, honest, cfg.submit.clip, cfg.data.seed)
+    out_of_fold = fair.held_out if fair.held_out is not None else cal.apply(honest)
+    low, high = calibrate.interval(labels, out_of_fold, seed=cfg.data.seed)
+    score.update(val_log_loss_in_sample=score["val_log_loss"], val_log_loss=log_loss(labels, out_of_fold),
+                 val_log_loss_interval=[round(low, 5), round(high, 5)], calibration=cal.as_dict(),
+                 val_log_loss_raw=log_loss(labels, probabilities))
+    return score, cal
 
 
 def run(cfg: Config) -> Path:
@@ -103,16 +119,23 @@ def run(cfg: Config) -> Path:
     print(f"submit: run {run_dir.name} at {cfg.data.image_size} px, TTA views {cfg.submit.tta}, "
           f"clip {cfg.submit.clip}")
     from_features = run_dir.is_head_only_on_features()
-    steps = print_plan(cfg, index, "submit", from_features)
-    score = score_validation(cfg, model, val, classes, from_features)
-    print(f"submit: validation log loss {score['val_log_loss']:.4f}, accuracy {score['val_accuracy']:.4f} "
-          f"on {score['val_rows']} images of the {val_split}'s split (after TTA and clipping; constant prior scores "
+    steps = print_plan(cfg, index, "submit", from_features,
+                       snapshots=len(snapshots.usable(cfg, run_dir, from_features)))
+    labels = val["label"].to_numpy()
+    # Predicted here, by the same code as the test set: no shortcut through saved predictions.
+    choice = snapshots.choose(cfg, run_dir, model, list(val["path"]), labels, from_features)
+    score, cal = score_validation(cfg, choice.val, choice.val_out_of_fold, labels, classes)
+    low, high = score["val_log_loss_interval"]
+    print(f"submit: validation log loss {score['val_log_loss']:.4f} (95% interval {low:.4f}-{high:.4f}; "
+          f"{'out of fold, ' if cal.folds else ''}after TTA and {cal.method}), accuracy {score['val_accuracy']:.4f} "
+          f"on {score['val_rows']} images of the {val_split}'s split (constant prior scores "
           f"{score['val_prior_log_loss']:.4f})")
-    test_probabilities = predict_split(cfg, model, list(index.test["path"]), "test", from_features)
+    test = list(index.test["path"])
+    test_probabilities = cal.apply(snapshots.predict_test(cfg, run_dir, model, choice, test, from_features))
     frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
     timings.close()  # the checks and the table so far; writing the files follows
     meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta),
-            "competition": cfg.competition.slug, "timings": timings.snapshot(), "plan": steps}
+            "competition": cfg.competition.slug, "snapshots": choice.as_dict(), "timings": timings.snapshot(), "plan": steps}
     written = write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
                                cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))
     print(f"submit: {took_line(timings.elapsed(), steps)}")

@@ -116,3 +116,21 @@ class ProgressLines(keras.callbacks.Callback):
         rate = done * self.batch_size / max(seconds, 1e-9)
         print(f"epoch {self.epoch}: {done}/{self.steps} steps, {rate:.1f} img/s, loss {(logs or {}).get('loss', 0):.4f}, "
               f"ETA {duration(seconds / done * (self.steps - done))} (then validation)", flush=True)
+
+
+class CycleSnapshots(keras.callbacks.Callback):
+    """Save the weights at the end of each SGDR cycle (`epochs`, counted from 1): the models a snapshot
+    ensemble averages ("Snapshot Ensembles: Train 1, get M for free", Huang et al. 2017). Weights only, through
+    a temporary name: a snapshot is loaded into the run's best.keras model, which has the architecture."""
+
+    def __init__(self, path_for, epochs):
+        super().__init__()
+        self.path_for, self.epochs = path_for, set(epochs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 not in self.epochs:
+            return
+        path = Path(self.path_for(epoch + 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp)

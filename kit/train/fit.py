@@ -38,12 +38,13 @@ from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.fsutil import atomic_path, write_text_atomic
 from kit.plan.estimate import print_plan, took_line
-from kit.model import device, features, inference
+from kit.model import calibrate, device, features, inference
 from kit.model.backbones import build_model, set_backbone_trainable
 from kit.model.metrics import log_loss
 from kit.model.optim import epochs_for_cycles, sgdr_schedule
 from kit.runs import RunDir
-from kit.train.callbacks import BestEpoch, EpochExtras, ProgressLines, StepLearningRate
+from kit.train.callbacks import BestEpoch, CycleSnapshots, EpochExtras, ProgressLines, StepLearningRate
+from kit.train.folds import fit_fold_heads
 from kit.train.head import feature_arrays, fit_head
 from kit.train.recipe import compile_model, label_array, optimizer, unfreeze
 
@@ -89,6 +90,8 @@ class Trainer:
                      StepLearningRate(run_dir.lr, self.steps_per_epoch), self.best,
                      keras.callbacks.TensorBoard(str(run_dir.tensorboard), write_graph=False, profile_batch=0),
                      keras.callbacks.TerminateOnNaN(), keras.callbacks.BackupAndRestore(str(run_dir.backup(stage)))]
+        if stage == "finetune":  # before BackupAndRestore: an epoch counts as done once its snapshot is written
+            callbacks.insert(-1, CycleSnapshots(run_dir.snapshot, cycle_end_epochs(self.cfg)))
         if not sys.stdout.isatty():  # a terminal gets Keras' live bar with its ETA instead
             callbacks.insert(0, ProgressLines(self.steps_per_epoch, self.cfg.data.batch_size))
         print(f"train: stage {stage}, epochs {first_epoch + 1}-{first_epoch + epochs}")
@@ -124,8 +127,14 @@ class Trainer:
     def train_head_on_features(self) -> None:
         """Stage 1 to convergence in seconds on cached backbone features; the head may stay the best model."""
         train_xy, val_xy = feature_arrays(self.cfg, self.model, self.index)
-        with timings.step("head", self.cfg.train.head_epochs * len(train_xy[0])):
-            head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
+        folds = self.cfg.train.folds
+        # k heads on (k-1)/k of the rows each: k-1 passes' worth of samples per epoch
+        with timings.step("head", self.cfg.train.head_epochs * len(train_xy[0]) * max(1, folds - 1)):
+            if folds > 1:
+                head_best = fit_fold_heads(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.index)
+            else:
+                head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
+        self.fold_epochs = getattr(head_best, "fold_epochs", None)
         if head_best.best < self.best.best:
             self.best.best, self.best.best_epoch = head_best.best, head_best.best_epoch
             self.run_dir.save_model(self.model)
@@ -146,6 +155,20 @@ def check_plan(cfg: Config, index) -> None:
     check_consistency(cfg)  # the rules between keys load_config checks, again for a config changed since
     if len(index.val) == 0:
         raise KitError("training keeps the best epoch by validation log loss: set data.val_fraction above 0")
+
+
+def cycle_end_epochs(cfg: Config) -> list[int]:
+    """The epochs (counted from 1, head epochs first) at which an SGDR cycle of fine-tuning ends, and the last."""
+    t = cfg.train
+    last = t.head_epochs + t.finetune_epochs
+    ends = {last}
+    for n in range(1, 64):
+        end = t.head_epochs + t.warmup_epochs + epochs_for_cycles(t.cycle_epochs, t.cycle_mult, n)
+        if end > last + 1e-6:
+            break
+        if abs(end - round(end)) < 1e-6:
+            ends.add(int(round(end)))
+    return sorted(ends)
 
 
 def warn_mid_cycle(cfg: Config) -> None:
@@ -188,17 +211,29 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
     val_paths = list(index.val["path"])
     probabilities = inference.predict_split(cfg, model, val_paths, "val", features.is_head_only(cfg))
     run_dir.write_val_predictions(inference.val_predictions_frame(index.val, probabilities, classes))
+    labels = index.val["label"].to_numpy()
     summary = {"run": run_dir.name, "best_epoch": trainer.best.best_epoch, "val_log_loss": trainer.best.best,
-               "val_log_loss_tta": log_loss(index.val["label"].to_numpy(), probabilities),
+               "val_log_loss_tta": log_loss(labels, probabilities),
+               "val_accuracy_tta": float(np.mean(inference.class_table(probabilities, len(classes)).argmax(1) == labels)),
+               **calibrated_score(cfg, labels, probabilities),
                "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
                "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
+               "folds": cfg.train.folds, "fold_epochs": getattr(trainer, "fold_epochs", None),
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}
     if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: its steps, resumed ones too
         summary["optimizer_iterations"] = int(keras.ops.convert_to_numpy(trainer.model.optimizer.iterations))
     run_dir.finish(summary)
     return summary
+
+
+def calibrated_score(cfg: Config, labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """The validation log loss after submit.calibrate's choice, out of fold (kit/model/calibrate.py): what
+    `make submit` will print for this run."""
+    cal = calibrate.choose(cfg.submit.calibrate, labels, probabilities, cfg.submit.clip, cfg.data.seed)
+    honest = cal.held_out if cal.held_out is not None else cal.apply(probabilities)
+    return {"val_log_loss_calibrated": log_loss(labels, honest), "calibration": cal.as_dict()}
 
 
 def write_report(run_dir: RunDir) -> None:
@@ -241,6 +276,7 @@ def run(cfg: Config) -> Path:
     write_text_atomic(run_dir.timings_file, json.dumps(timings.snapshot(), indent=2) + "\n")
     print(f"train: {took_line(timings.elapsed(), steps)}")
     print(f"train: best epoch {summary['best_epoch']} with validation log loss {summary['val_log_loss']:.4f} "
-          f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping); "
+          f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping; "
+          f"{summary['val_log_loss_calibrated']:.4f} calibrated ({summary['calibration']['method']}), out of fold); "
           f"model in {run_dir.best_model}")
     return run_dir.path

@@ -52,7 +52,7 @@ def test_binary_report_has_every_plot_the_summary_and_the_config(binary_report):
     assert "<h1>Run cats-vs-dogs-1</h1>" in html
     assert f"<td>{summary['val_log_loss']:.6g}</td>" in html
     assert f"<td>{summary['best_epoch']} of 9</td>" in html
-    assert "val log loss with TTA, clipped at 0.005" in html and "Missing from this run" not in html
+    assert "val log loss with TTA, clipped at 0.0001 (submit.clip, the floor)" in html and "Missing from this run" not in html
     assert "<td>backbone</td><td>mobilenet_v2</td>" in html
     assert "<td>head trained on (stage 1)</td><td>images</td>" in html
     assert ("<td>group lr ratios</td><td>0.01, 0.1, 1</td></tr>"
@@ -67,8 +67,8 @@ def test_binary_report_scores_match_the_predictions(binary_report):
     frame = pd.read_csv(run_dir.val_predictions)
     unclipped = log_loss(frame["label"], frame["prob"])
     assert f"<td>val log loss with TTA (unclipped)</td><td>{unclipped:.6g}</td>" in html
-    clipped = log_loss(frame["label"], frame["prob"], 0.005)
-    assert f"clipped at 0.005 (what submit scores)</td><td>{clipped:.6g}</td>" in html
+    clipped = log_loss(frame["label"], frame["prob"], 1e-4)
+    assert f"clipped at 0.0001 (submit.clip, the floor)</td><td>{clipped:.6g}</td>" in html
     right = int(((frame["prob"] > 0.5).astype(int) == frame["label"]).sum())
     assert f"({right} right, {len(frame) - right} wrong)" in html
     # per class: images, right, wrong, accuracy, predicted-as count

@@ -1,6 +1,6 @@
 """`make submit`: validation scored on the run's own split (never on its training images), damaged checkpoints.
 
-The model's predictions are faked at the boundary (`submit.predict_split`, P(dog) read off each file name),
+The model's predictions are faked at the boundary (`snapshots.predict_split`, P(dog) read off each file name),
 so what is pinned here is *which* images are scored and what is written; the trained end-to-end chain is in
 tests/train/test_fit.py and tests/submit/test_multiclass.py.
 """
@@ -15,7 +15,7 @@ import pytest
 from kit import paths
 from kit.data.dataset import load_index
 from kit.errors import KitError
-from kit.submit import submit
+from kit.submit import snapshots, submit
 from tests.submit.cli import one_error_line, overrides, refused, run_kit, tree
 from tests.submit.test_predict import damage, make_run
 
@@ -28,7 +28,7 @@ def scored(monkeypatch) -> dict:
     def predict_split(cfg, model, images, name, from_features=False):
         seen[name] = list(images)
         return np.array([0.1 if Path(p).name.startswith("cat.") else 0.9 for p in images])
-    monkeypatch.setattr(submit, "predict_split", predict_split)
+    monkeypatch.setattr(snapshots, "predict_split", predict_split)
     return seen
 
 
