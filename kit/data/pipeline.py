@@ -158,7 +158,7 @@ def _build_disk_cache(final: Path, paths: list[str], size: int, name: str) -> No
         _reserve(tmp, what, folder, fix)
         with timings.step(f"decode {name}", len(paths)):
             _decode_all(paths, size, images, f"caching {name} at {size}px")
-        images.flush()
+            images.flush()  # the pixels on disk are part of the cache's cost (GBs of writeback at full size)
         del images
 
 

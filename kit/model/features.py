@@ -164,7 +164,7 @@ def features(cfg: Config, model: keras.Model, paths: Sequence[str], name: str, v
     require_free_space(final.parent, len(paths) * dim * 4 + 64 * 2 ** 20, f"the feature cache for {name}",
                        "free space, set paths.cache_dir to a bigger disk")  # before minutes of forward passes
     out = _compute(cfg, model, paths, name, view, augment_pass, identity)
-    with writing(final.parent, "paths.cache_dir"):
+    with writing(final.parent, "paths.cache_dir"), timings.step(f"features {name}"):  # writing is part of it
         write_text_atomic(final.with_suffix(".json"), json.dumps(key, indent=2) + "\n")
         with atomic_path(final, suffix=".npy") as tmp:  # an interrupted run never leaves a partial file
             np.save(tmp, out)
