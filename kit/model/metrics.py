@@ -67,4 +67,4 @@ def prior_log_loss(labels, n_classes: int = 2) -> float:
 
 def _check_bound(bound: float) -> None:
     if not 0 <= bound < 0.5:
-        raise KitError(f"clip bound must be in [0, 0.5), got {bound}: set submit.clip, e.g. 0.005")
+        raise KitError(f"clip bound must be in [0, 0.5), got {bound}: set submit.clip, e.g. 0.0001")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kit.config import Config
+from kit.errors import KitError
 from kit.model import ensemble
 from kit.model.calibrate import transform
 from kit.model.metrics import log_loss
@@ -45,7 +46,11 @@ def predict_each(cfg: Config, model, files: list, paths: list[str], name: str) -
     own, out = model.get_weights(), []
     try:
         for path in files:
-            model.load_weights(path)
+            try:
+                model.load_weights(path)
+            except Exception as error:  # noqa: BLE001 — h5py, OSError, ValueError alike for a bad or foreign file
+                raise KitError(f"snapshot {path} cannot be loaded into the run's model ({type(error).__name__}): "
+                               "submit with --set submit.snapshots=best, or delete the file") from None
             out.append(predict_split(cfg, model, paths, name))
     finally:
         model.set_weights(own)

@@ -69,6 +69,12 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
         submit.run(cfg)
     assert outputs(cfg) == before  # nothing written by the refused submit
 
+    cfg.submit.snapshots, snapshot = "auto", run.snapshots()[0][1]
+    snapshot.write_bytes(snapshot.read_bytes()[:100])  # a truncated snapshot: one line, nothing written
+    with pytest.raises(KitError, match=r"snapshot .*epoch-002.weights.h5 cannot be loaded .* submit.snapshots=best"):
+        submit.run(cfg)
+    assert outputs(cfg) == before
+
     cfg.submit.snapshots = "best"
     submit.run(cfg)
     meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())
