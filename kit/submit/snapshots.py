@@ -38,7 +38,10 @@ def usable(cfg: Config, run_dir: RunDir, from_features: bool) -> list:
     """The run's snapshots a submission may average (none for a head-only run or submit.snapshots=best)."""
     if from_features or cfg.submit.snapshots == "best":
         return []
-    return run_dir.snapshots()
+    kept = run_dir.snapshots()
+    # auto averages two or more: one snapshot alone (a run ending mid-cycle, or after one cycle) is the last
+    # epoch, which best.keras may beat (the head, for a one-epoch fine-tune): best.keras then.
+    return kept if len(kept) >= 2 or cfg.submit.snapshots == "last_k" else []
 
 
 def predict_each(cfg: Config, model, files: list, paths: list[str], name: str) -> list[np.ndarray]:

@@ -70,6 +70,11 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
     assert outputs(cfg) == before  # nothing written by the refused submit
 
     cfg.submit.snapshots, snapshot = "auto", run.snapshots()[0][1]
+    run.snapshots()[1][1].rename(run.snapshots()[1][1].with_suffix(".moved"))  # one snapshot left: best.keras
+    submit.run(cfg)
+    assert json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())["snapshots"]["name"] == "best"
+    run.snapshots_dir.joinpath("epoch-004.weights.moved").rename(run.snapshot(4))
+    before = outputs(cfg)
     snapshot.write_bytes(snapshot.read_bytes()[:100])  # a truncated snapshot: one line, nothing written
     with pytest.raises(KitError, match=r"snapshot .*epoch-002.weights.h5 cannot be loaded .* submit.snapshots=best"):
         submit.run(cfg)
