@@ -73,11 +73,17 @@ def choose(cfg: Config, run_dir: RunDir, model, val_paths: list[str], labels: np
     cands = ensemble.candidates([(epoch, p) for (epoch, _), p in zip(snapshots, each)])
     cands = {k: v for k, v in cands.items() if allowed is None or k in allowed}
     name, scores, oof = ensemble.choose(labels, cands, cfg.submit.clip, cfg.data.seed)
-    k = int(name.split("_")[1])
+    k, alone = int(name.split("_")[1]), log_loss(labels, transform("none", {}, best, cfg.submit.clip))
+    # auto keeps best.keras unless an average beats it even though best's score is flattered by its epoch
+    # having been chosen on these images: a run whose snapshots learned nothing (a demo on 40 images)
+    # submits what it did before.
+    keep_best = cfg.submit.snapshots == "auto" and scores[name] >= alone
     print("submit: snapshots (validation log loss): " + ", ".join(
-        f"{n}{'*' if n == name else ''} {v:.4f}" for n, v in scores.items()) +
-        f"; best.keras alone {log_loss(labels, transform('none', {}, best, cfg.submit.clip)):.4f} "
-        f"(its epoch was chosen on these images); * = chosen, epochs {[e for e, _ in snapshots[-k:]]}")
+        f"{n}{'*' if n == name and not keep_best else ''} {v:.4f}" for n, v in scores.items()) +
+        f"; best.keras alone{'*' if keep_best else ''} {alone:.4f} (its epoch was chosen on these images); "
+        f"* = chosen" + ("" if keep_best else f", epochs {[e for e, _ in snapshots[-k:]]}"))
+    if keep_best:
+        return Choice("best", best, best, [], scores)
     return Choice(name, cands[name], oof, [e for e, _ in snapshots[-k:]], scores)
 
 
