@@ -57,22 +57,24 @@ def competition_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_competition_zip(out, train_per_class=20, n_test=12, size=48, seed=1)
 
 
+def real_path(variable: str, exists, what: str) -> Path:
+    """The path the environment variable names when `exists(path)`, else skip the test saying what to set."""
+    path = os.environ.get(variable)
+    if not path or not exists(Path(path)):
+        pytest.skip(f"set {variable} to {what} to run this")
+    return Path(path)
+
+
 @pytest.fixture(scope="session")
 def real_competition_zip() -> Path:
     """The real mini competition zip named by KIT_REAL_COMPETITION, or skip."""
-    path = os.environ.get("KIT_REAL_COMPETITION")
-    if not path or not Path(path).is_file():
-        pytest.skip("set KIT_REAL_COMPETITION to the real mini competition zip to run this")
-    return Path(path)
+    return real_path("KIT_REAL_COMPETITION", Path.is_file, "the real mini competition zip")
 
 
 @pytest.fixture(scope="session")
 def real_folder() -> Path:
     """The real folder-per-class dataset named by KIT_REAL_FOLDER (../shared/data/flowers-mini), or skip."""
-    path = os.environ.get("KIT_REAL_FOLDER")
-    if not path or not Path(path).is_dir():
-        pytest.skip("set KIT_REAL_FOLDER to a folder-per-class photo dataset (e.g. flowers-mini) to run this")
-    return Path(path)
+    return real_path("KIT_REAL_FOLDER", Path.is_dir, "a folder-per-class photo dataset (e.g. flowers-mini)")
 
 
 @pytest.fixture

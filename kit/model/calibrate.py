@@ -39,6 +39,11 @@ class Calibration:
     def apply(self, p: np.ndarray) -> np.ndarray:
         return transform(self.method, self.params, p, self.floor)
 
+    def honest(self, p: np.ndarray) -> np.ndarray:
+        """What the validation score should be computed on: the held-fold probabilities when there were folds,
+        else `p` calibrated by the fit on all of it (not cross-validated: too few images per class)."""
+        return self.held_out if self.held_out is not None else self.apply(p)
+
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "held_out"}
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from kit.errors import KitError
-from kit.model.calibrate import fold_ids, smallest_class, transform
-from kit.model.metrics import log_loss
+from kit.model.calibrate import fold_ids, smallest_class
+from kit.model.metrics import clip_probabilities, log_loss
 
 
 def candidates(snapshots: list[tuple[int, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -46,7 +46,7 @@ def choose(labels, cands: dict[str, np.ndarray], floor: float, seed: int = 0, fo
     The out-of-fold probabilities are each fold's predictions from the candidate that won on the other folds:
     what choosing on validation scores on images it did not choose on."""
     labels = np.asarray(labels).astype(np.int64)
-    floored = {name: transform("none", {}, p, floor) for name, p in cands.items()}
+    floored = {name: clip_probabilities(p, floor)[0] for name, p in cands.items()}
     scores = {name: log_loss(labels, p) for name, p in floored.items()}
     chosen = min(scores, key=scores.get)
     folds = min(folds, smallest_class(labels))

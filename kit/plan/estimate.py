@@ -83,9 +83,9 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
         feature_steps.append(feature_step(cfg, rates, "val", splits["val"], [(v, 0) for v in views if v != "original"],
                                           "the other TTA views"))
     # Pixels are decoded where a pass over images is still to come: every fine-tune, or a feature not cached.
+    pending = {s.name for s in feature_steps if s.images}
     needed = {name: p for name, p in splits.items()
-              if t.finetune_epochs or t.head != "features" or any(s.images for s in feature_steps
-                                                                   if s.name == f"features {name}")}
+              if t.finetune_epochs or t.head != "features" or f"features {name}" in pending}
     steps += decode_steps(cfg, needed, rates)
     if on_features:
         steps += feature_steps[:2]

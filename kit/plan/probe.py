@@ -174,6 +174,10 @@ def head_rate(cfg: Config, model, dim: int, n_classes: int) -> tuple[float, floa
     from kit.train.recipe import label_array
 
     class Clock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
         def on_epoch_begin(self, epoch, logs=None):
             self.began = time.perf_counter()
 
@@ -186,7 +190,6 @@ def head_rate(cfg: Config, model, dim: int, n_classes: int) -> tuple[float, floa
     for n in (4096, 32768):
         x, y = rng.normal(size=(n, dim)).astype(np.float32), label_array(np.arange(n) % n_classes, n_classes)
         clock = Clock()
-        clock.epochs = []
         with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stderr(io.StringIO()):  # no bars
             started = time.perf_counter()
             fit_head(probe_cfg, model, (x, y), val, RunDir(Path(folder)), n_classes, extra_callbacks=[clock])
@@ -213,6 +216,8 @@ def save_load_seconds(model) -> float:
 def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes: int, finetune: bool,
             head: str) -> dict:
     """Every rate this config's steps need, measured now."""
+    import keras
+
     from kit.data.pipeline import decoded_stream
     from kit.model import engine, features
     from kit.model.backbones import build_model
@@ -222,8 +227,6 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     rates = {"decode": decode_rate(sample_paths, size)}
     sample_paths, labels = sample_paths[:RATE_SAMPLE], labels[:RATE_SAMPLE]
     images = np.concatenate([b.numpy() for b in decoded_stream(sample_paths, size, batch)])
-    import keras
-
     keras.utils.set_random_seed(cfg.data.seed)  # as a run builds it: weights=none gives the run's own features
     began = time.perf_counter()
     model = build_model(cfg, n_classes)  # what every training or prediction process pays first

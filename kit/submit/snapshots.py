@@ -16,8 +16,7 @@ import numpy as np
 from kit.config import Config
 from kit.errors import KitError
 from kit.model import ensemble
-from kit.model.calibrate import transform
-from kit.model.metrics import log_loss
+from kit.model.metrics import clip_probabilities, log_loss
 from kit.model.inference import predict_split
 from kit.runs import RunDir
 
@@ -73,7 +72,7 @@ def choose(cfg: Config, run_dir: RunDir, model, val_paths: list[str], labels: np
     cands = ensemble.candidates([(epoch, p) for (epoch, _), p in zip(snapshots, each)])
     cands = {k: v for k, v in cands.items() if allowed is None or k in allowed}
     name, scores, oof = ensemble.choose(labels, cands, cfg.submit.clip, cfg.data.seed)
-    k, alone = int(name.split("_")[1]), log_loss(labels, transform("none", {}, best, cfg.submit.clip))
+    k, alone = int(name.split("_")[1]), log_loss(labels, clip_probabilities(best, cfg.submit.clip)[0])
     # auto keeps best.keras unless an average beats it even though best's score is flattered by its epoch
     # having been chosen on these images: a run whose snapshots learned nothing (a demo on 40 images)
     # submits what it did before.

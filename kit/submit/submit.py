@@ -92,8 +92,11 @@ def score_validation(cfg: Config, probabilities: np.ndarray, honest: np.ndarray,
     cal = calibrate.choose(cfg.submit.calibrate, labels, probabilities, cfg.submit.clip, cfg.data.seed)
     print(f"submit: {calibration_line(cal, len(labels))}")
     score = validation_score(labels, cal.apply(probabilities), cfg.submit.clip, classes)
-    fair = calibrate.choose(cal.method, labels, honest, cfg.submit.clip, cfg.data.seed)
-    out_of_fold = fair.held_out if fair.held_out is not None else cal.apply(honest)
+    # The snapshot choice's own held-fold probabilities, calibrated fold by fold too (for best.keras they are
+    # `probabilities` themselves: nothing to fit again).
+    fair = cal if honest is probabilities else calibrate.choose(cal.method, labels, honest, cfg.submit.clip,
+                                                                cfg.data.seed)
+    out_of_fold = fair.honest(honest)
     low, high = calibrate.interval(labels, out_of_fold, seed=cfg.data.seed)
     score.update(val_log_loss_in_sample=score["val_log_loss"], val_log_loss=log_loss(labels, out_of_fold),
                  val_log_loss_interval=[round(low, 5), round(high, 5)], calibration=cal.as_dict(),

@@ -61,6 +61,7 @@ class Trainer:
         with self.strategy.scope():  # its variables are mirrored under a MirroredStrategy
             self.model = build_model(cfg, self.n_classes)
         self.best = BestEpoch(run_dir.best_model, **run_dir.earlier_best())
+        self.fold_epochs = None  # train.folds: each fold head's best epoch
         self._streams = None
 
     @property
@@ -131,10 +132,10 @@ class Trainer:
         # k heads on (k-1)/k of the rows each: k-1 passes' worth of samples per epoch
         with timings.step("head", self.cfg.train.head_epochs * len(train_xy[0]) * max(1, folds - 1)):
             if folds > 1:
-                head_best = fit_fold_heads(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.index)
+                head_best, self.fold_epochs = fit_fold_heads(self.cfg, self.model, train_xy, val_xy, self.run_dir,
+                                                             self.index)
             else:
                 head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
-        self.fold_epochs = getattr(head_best, "fold_epochs", None)
         if head_best.best < self.best.best:
             self.best.best, self.best.best_epoch = head_best.best, head_best.best_epoch
             self.run_dir.save_model(self.model)
@@ -219,7 +220,7 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
                "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
                "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
-               "folds": cfg.train.folds, "fold_epochs": getattr(trainer, "fold_epochs", None),
+               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs,
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}
     if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: its steps, resumed ones too
@@ -232,8 +233,7 @@ def calibrated_score(cfg: Config, labels: np.ndarray, probabilities: np.ndarray)
     """The validation log loss after submit.calibrate's choice, out of fold (kit/model/calibrate.py): what
     `make submit` will print for this run."""
     cal = calibrate.choose(cfg.submit.calibrate, labels, probabilities, cfg.submit.clip, cfg.data.seed)
-    honest = cal.held_out if cal.held_out is not None else cal.apply(probabilities)
-    return {"val_log_loss_calibrated": log_loss(labels, honest), "calibration": cal.as_dict()}
+    return {"val_log_loss_calibrated": log_loss(labels, cal.honest(probabilities)), "calibration": cal.as_dict()}
 
 
 def write_report(run_dir: RunDir) -> None:

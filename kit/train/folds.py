@@ -26,11 +26,11 @@ from kit.train.callbacks import BestEpoch
 from kit.train.head import fit_head
 
 
-def fit_fold_heads(cfg: Config, model, train_xy, val_xy, run_dir: RunDir, index) -> BestEpoch:
+def fit_fold_heads(cfg: Config, model, train_xy, val_xy, run_dir: RunDir, index) -> tuple[BestEpoch, list[int]]:
     """Train cfg.train.folds heads (kit/train/head.py's fit_head each), leave their average in the model.
 
-    Returns a BestEpoch whose `best` is the averaged head's validation log loss; writes metrics.csv (the
-    folds' mean per epoch) and oof_predictions.csv."""
+    Returns (a BestEpoch whose `best` is the averaged head's validation log loss, each head's best epoch);
+    writes metrics.csv (the folds' mean per epoch) and oof_predictions.csv."""
     k, n_classes, n = cfg.train.folds, len(index.classes), len(index.train)
     x, y = train_xy
     ids = fold_ids(index.train["label"].to_numpy(), k, cfg.data.seed)
@@ -60,8 +60,7 @@ def fit_fold_heads(cfg: Config, model, train_xy, val_xy, run_dir: RunDir, index)
           f"{n:,} training images, {val_loss:.4f} on validation (no TTA); best epochs {epochs}")
     result = BestEpoch()
     result.best, result.best_epoch, result.weights = val_loss, int(np.median(epochs)), head.get_weights()
-    result.fold_epochs = epochs
-    return result
+    return result, epochs
 
 
 def mean_log(logs: list[pd.DataFrame]) -> pd.DataFrame:
