@@ -113,6 +113,8 @@ class TrainConfig:
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
     folds: int = setting(0, min=0, max=20)  # head=features: k heads on k folds, averaged (kit/train/folds.py); 0 = one
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
+    refit_all: bool = setting(False)  # then the same recipe on train + validation, runs/<run>/refit (kit/train/refit.py)
+    members: list[str] = setting([])  # more models on the split, averaged by submit (kit/train/members.py)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
     distribute: Literal["auto", "none", "mirrored"] = setting("auto", resume=False)  # auto: mirrored on 2+ GPUs
     plan: bool = setting(True, resume=False)  # train and submit start with `kit plan`'s lines (a cached probe)
@@ -125,6 +127,8 @@ class SubmitConfig:
     calibrate: Literal["auto", "none", "clip", "temperature"] = setting("auto", resume=False)  # kit/model/calibrate.py
     snapshots: Literal["auto", "best", "last_k"] = setting("auto", resume=False)  # kit/model/ensemble.py
     snapshot_k: int = setting(2, min=1, max=100, resume=False)  # submit.snapshots=last_k: how many
+    refit: bool = setting(True, resume=False)  # predict the test set with the run's refit when it has one
+    members: bool = setting(True, resume=False)  # average the run's train.members with it
     clip: float = setting(1e-4, min=0.0, below=0.5, resume=False)  # the floor: [clip, 1 - clip], after calibrating
     message: str = setting("", resume=False)
 

@@ -14,7 +14,9 @@
                backup/<stage>/               Keras' BackupAndRestore state of an unfinished stage
                val_predictions.csv           the best model's TTA-averaged validation probabilities
                plan.json, timings.json       each step's estimate (kit plan) and what it took (kit/timings.py)
+               submit.json                   the newest submit's validation scores: snapshots, calibration, members
                summary.json                  written last: its presence means the run is finished
+               snapshots/, refit/, members/  cycle-end weights; train.refit_all's run; train.members' runs
                tensorboard/, plots/, report.html, export/, predictions/ (`make predict`)
 
 A run folder without summary.json is unfinished: `make train` with the same config continues the newest
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -39,25 +42,16 @@ from kit.lock import PidLock, busy_error
 from kit.provenance import save_provenance
 
 
+@dataclass(unsafe_hash=True)
 class RunDir:
     """One run folder (it may not exist yet). Properties name its files; methods read and write them."""
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
+    path: Path
 
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
+    def __post_init__(self):
+        self.path = Path(self.path)
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, RunDir) and self.path == other.path
-
-    def __hash__(self) -> int:
-        return hash(self.path)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
+    name = property(lambda self: self.path.name)
     config_file = property(lambda self: self.path / "config.yaml")
     classes_file = property(lambda self: self.path / "classes.json")
     metrics = property(lambda self: self.path / "metrics.csv")
@@ -77,8 +71,12 @@ class RunDir:
     plan_file = property(lambda self: self.path / "plan.json")  # the steps' estimates at the start of training
     timings_file = property(lambda self: self.path / "timings.json")  # what each step took
     oof_predictions = property(lambda self: self.path / "oof_predictions.csv")  # train.folds: held-fold probabilities
+    submit_scores = property(lambda self: self.path / "submit.json")  # the newest submit's validation table (report)
 
     snapshots_dir = property(lambda self: self.path / "snapshots")  # fine-tuning's weights at each SGDR cycle end
+    refit = property(lambda self: RunDir(self.path / "refit"))  # train.refit_all: a run folder of its own
+    members_dir = property(lambda self: self.path / "members")  # train.members: m1, m2, ..., run folders too
+    member = lambda self, number: RunDir(self.members_dir / f"m{number}")  # noqa: E731
 
     def snapshot(self, epoch: int) -> Path:
         """The weights after `epoch` (counted from 1, head epochs included), saved at a cycle end."""
@@ -129,9 +127,9 @@ class RunDir:
         runs = paths.runs_dir(cfg)
         if cfg.train.run_name:
             run_dir = RunDir(runs / cfg.train.run_name)
-            return run_dir if run_dir.config_file.is_file() and not run_dir.is_finished() else None
+            return run_dir if run_dir.config_file.is_file() and not run_dir.is_done() else None
         candidates = [RunDir(p.parent) for p in runs.glob(f"{cfg.name}-*/config.yaml")]
-        candidates = [r for r in candidates if not r.is_finished()]
+        candidates = [r for r in candidates if not r.is_done()]
         return max(candidates, key=lambda r: r.path.stat().st_mtime) if candidates else None
 
     @classmethod
@@ -162,10 +160,14 @@ class RunDir:
             raise KitError(f"run folder {run_dir.path} already exists: choose another train.run_name, or {why}")
         return run_dir, False
 
-    # ---- reading -------------------------------------------------------------------------------------
-
     def is_finished(self) -> bool:
         return self.summary_file.is_file()
+
+    def is_done(self) -> bool:
+        """Finished, and so are the refit and members its config asks for: nothing left for `make train`."""
+        train = self.saved_config().get("train") or {}
+        owed = [self.refit] * bool(train.get("refit_all")) + list(map(self.member, range(1, len(train.get("members") or []) + 1)))
+        return self.is_finished() and all(run.is_done() for run in owed)
 
     def saved_config(self) -> dict:
         """config.yaml as plain data ({} when missing or unreadable); parsed once per version of the file."""

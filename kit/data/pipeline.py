@@ -180,12 +180,36 @@ def _reserve(path: Path, what: str, folder: Path, fix: str) -> None:
         os.close(fd)
 
 
+class JoinedImages:
+    """Two image caches read as one array, `first`'s rows then `second`'s: train + validation for the refit on
+    every labelled image (kit/train/refit.py) with no third copy of the pixels on disk."""
+
+    def __init__(self, first: np.ndarray, second: np.ndarray):
+        self.parts, self.split = (first, second), len(first)
+        self.shape = (len(first) + len(second), *first.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        out, low = np.empty((len(rows), *self.shape[1:]), np.uint8), rows < self.split
+        out[low], out[~low] = self.parts[0][rows[low]], self.parts[1][rows[~low] - self.split]
+        return out
+
+    def release(self, first: int, end: int) -> None:
+        release_pages(self.parts[0], min(first, self.split), min(end, self.split))
+        release_pages(self.parts[1], max(first - self.split, 0), max(end - self.split, 0))
+
+
 def release_pages(images: np.ndarray, first: int, end: int) -> None:
     """Unmap rows [first, end) of a memory-mapped cache from this process once they are copied out.
 
     The pages stay in the OS page cache (a later read is a cheap minor fault), but they stop counting in the
     process's resident memory: without this, reading a 25,000-image cache once leaves several GB resident
     (BENCHMARKS.md, "full size"), and a machine with less memory than the cache starts to swap."""
+    if isinstance(images, JoinedImages):
+        return images.release(first, end)
     mapping = getattr(images, "_mmap", None)
     if mapping is None or not hasattr(mapping, "madvise") or end <= first:
         return

@@ -87,22 +87,30 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     needed = {name: p for name, p in splits.items()
               if t.finetune_epochs or t.head != "features" or f"features {name}" in pending}
     steps += decode_steps(cfg, needed, rates)
+    refit = f", then again on all {n_train + n_val:,} (train.refit_all)" if t.refit_all else ""
     if on_features:
+        if t.refit_all and t.feature_passes:  # the validation images' augmented passes, for the refit
+            feature_steps[1] = feature_step(cfg, rates, "val", splits["val"], [("original", k) for k in range(passes)])
         steps += feature_steps[:2]
-        heads = max(1, t.folds)  # train.folds: k heads, each on k-1 folds of the rows
-        samples = t.head_epochs * n_train * passes * max(1, t.folds - 1)
+        heads = max(1, t.folds) + t.refit_all  # train.folds: k heads, each on k-1 folds of the rows
+        samples = t.head_epochs * passes * (n_train * max(1, t.folds - 1) + t.refit_all * (n_train + n_val))
         seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
             samples / rates["head"]
         steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"
-                          + (f", {t.folds} fold heads" if t.folds > 1 else "")))
+                          + (f", {t.folds} fold heads" if t.folds > 1 else "") + refit))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
-        steps.append(Step("head", t.head_epochs * n_train, rates["frozen_warmup_s"] + t.head_epochs * per_epoch,
-                          f"{plural(t.head_epochs, 'epoch')}, backbone frozen"))
+        again = t.refit_all * (rates["frozen_warmup_s"] + t.head_epochs * (n_train + n_val) / rates["frozen"])
+        steps.append(Step("head", t.head_epochs * (n_train + t.refit_all * (n_train + n_val)),
+                          rates["frozen_warmup_s"] + t.head_epochs * per_epoch + again,
+                          f"{plural(t.head_epochs, 'epoch')}, backbone frozen" + refit))
     if t.finetune_epochs:
         epoch = n_train / rates["finetune"] + n_val / rates["keras"] + CHECKPOINT_S
-        steps.append(Step("fine-tune", t.finetune_epochs * n_train, rates["finetune_warmup_s"] + t.finetune_epochs * epoch,
-                          f"{plural(t.finetune_epochs, 'epoch')} of {duration(epoch)}, layer-group rates"))
+        again = t.refit_all * (rates["finetune_warmup_s"] + rates.get("save_load_s", 0.0) + t.finetune_epochs *
+                               ((n_train + n_val) / rates["finetune"] + CHECKPOINT_S))  # no validation to predict
+        steps.append(Step("fine-tune", t.finetune_epochs * (n_train + t.refit_all * (n_train + n_val)),
+                          rates["finetune_warmup_s"] + t.finetune_epochs * epoch + again,
+                          f"{plural(t.finetune_epochs, 'epoch')} of {duration(epoch)}, layer-group rates" + refit))
         steps.append(Step("predict val", n_val * len(views), rates["model_convert_s"] + n_val * len(views) / rates["engine"],
                           f"{len(views)} TTA views, best epoch"))
     elif on_features:
@@ -194,11 +202,29 @@ def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = 
         f", {len(index.test):,} test" if index.test is not None else "")
     title = (f"plan ({stage}): {counts} images at {cfg.data.image_size} px on {device.describe()} "
              f"(probe {'measured now in ' + duration(rates['probe_s']) if measured else 'read from ' + str(path)})")
+    members = member_steps(cfg, index, stage)
+    if stage == "submit":  # predicted by the same submit: its total counts them
+        steps += [Step(f"{name}: {s.name}", s.images, s.seconds, s.note) for name, each in members for s in each]
     text = [table(title, steps), disk_line(cfg, cache_bytes(cfg, index, stage, rates["feature_dim"]))]
+    if members and stage != "submit":
+        text.append("  then train.members, each a run of its own that prints its plan as it starts: " + ", ".join(
+            f"{name} {duration(sum(s.seconds for s in each))}" for name, each in members))
     tuning = sum(s.seconds for s in steps if s.name == "fine-tune")
     if tuning > LONG_ON_CPU and device.accelerator() is None:
         text.append("  " + faster_paths(cfg, tuning))
     return "\n".join(text), steps
+
+
+def member_steps(cfg: Config, index, stage: str) -> list[tuple[str, list[Step]]]:
+    """(m1, its steps), ... for train.members (kit/train/members.py), each planned as its own run."""
+    from kit.model import features
+    from kit.train.members import with_overrides
+
+    planned = []
+    for number in range(1, len(cfg.train.members) + 1):
+        member = features.run_config(with_overrides(cfg, number))
+        planned.append((f"m{number}", describe(member, index, stage, features.is_head_only(member))[1]))
+    return planned
 
 
 def print_plan(cfg: Config, index, stage: str, head_only: bool, converted: bool = False,

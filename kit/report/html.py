@@ -12,6 +12,7 @@ run, one interrupted before the end) is named in the report instead of failing i
 from __future__ import annotations
 
 import html
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,36 @@ def summary_rows(files: RunFiles) -> list[tuple]:
                        ("seconds", "training seconds")):
         if key in s:
             rows.append((label, s[key]))
+    refit = files.run_dir.refit.summary()
+    if refit:  # train.refit_all
+        rows.append(("refit on every labelled image (what submit predicts the test set with)",
+                     f"{refit.get('train_images')} images, {refit.get('seconds')} s, in {files.run_dir.refit.path}: "
+                     "no held-out score of its own (the scores above are the split model's)"))
+    return rows
+
+
+def submission_rows(run_dir: RunDir) -> list[tuple]:
+    """The newest submit's validation scores (runs/<run>/submit.json): out of fold, each calibration method,
+    each snapshot alone and each average, each member; [] before the run is submitted."""
+    try:
+        meta = json.loads(run_dir.submit_scores.read_text())
+    except (OSError, ValueError):
+        return []
+    low, high = (meta.get("val_log_loss_interval") or [None, None])[:2]
+    cal = meta.get("calibration") or {}
+    rows = [("submission", meta.get("submission")),
+            ("val log loss, out of fold (what the submission is estimated to score)", meta.get("val_log_loss")),
+            ("its 95% bootstrap interval", f"{low:.4f}-{high:.4f}" if low is not None else None),
+            ("calibration chosen", cal.get("method"))]
+    rows += [(f"calibration {method}, out of fold", loss) for method, loss in (cal.get("out_of_fold") or {}).items()]
+    for member in meta.get("members") or []:
+        snaps, name = member.get("snapshots") or {}, Path(member.get("run", "")).name
+        rows += [(f"{name}: snapshot {epoch}, alone", loss) for epoch, loss in (snaps.get("each") or {}).items()]
+        rows += [(f"{name}: snapshots {cand} averaged", loss) for cand, loss in (snaps.get("val_log_loss") or {}).items()]
+        rows.append((f"{name}: chosen ({snaps.get('name')}), validation log loss", member.get("val_log_loss")))
+        if member.get("refit"):
+            rows.append((f"{name}: test predicted by its refit", f"{member['refit'].get('train_images')} images, "
+                         "no held-out score of its own"))
     return rows
 
 
@@ -209,6 +240,9 @@ def render_html(files: RunFiles, drawn: list[Drawn]) -> str:
         parts.append("<h2>Missing from this run</h2><ul class=\"missing\">"
                      + "".join(f"<li>{_esc(n)}</li>" for n in files.notes) + "</ul>")
     parts += ["<h2>Summary</h2>", _table(summary_rows(files))]
+    submitted = submission_rows(files.run_dir)
+    if submitted:
+        parts += ["<h2>Newest submission: validation scores (make submit)</h2>", _table(submitted)]
     parts += ["<h2>Key settings</h2>", _table(settings_rows(files.config))]
     plots_dir = files.run_dir.plots.name  # report.html sits beside plots/: links are relative
     parts.append("<h2>Plots</h2>" + "".join(_plot_html(item, plots_dir) for item in drawn))

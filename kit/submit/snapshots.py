@@ -28,9 +28,10 @@ class Choice:
     val_out_of_fold: np.ndarray  # what choosing scores on held folds (= val for "best")
     epochs: list[int] = field(default_factory=list)  # the snapshots averaged (empty: best.keras)
     scores: dict = field(default_factory=dict)  # candidate -> validation log loss
+    each: dict = field(default_factory=dict)  # "epoch N" -> that snapshot's validation log loss, alone
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "epochs": self.epochs, "val_log_loss": self.scores}
+        return {"name": self.name, "epochs": self.epochs, "val_log_loss": self.scores, "each": self.each}
 
 
 def usable(cfg: Config, run_dir: RunDir, from_features: bool) -> list:
@@ -81,9 +82,11 @@ def choose(cfg: Config, run_dir: RunDir, model, val_paths: list[str], labels: np
         f"{n}{'*' if n == name and not keep_best else ''} {v:.4f}" for n, v in scores.items()) +
         f"; best.keras alone{'*' if keep_best else ''} {alone:.4f} (its epoch was chosen on these images); "
         f"* = chosen" + ("" if keep_best else f", epochs {[e for e, _ in snapshots[-k:]]}"))
+    each_score = {f"epoch {epoch}": log_loss(labels, clip_probabilities(p, cfg.submit.clip)[0])
+                  for (epoch, _), p in zip(snapshots, each)}
     if keep_best:
-        return Choice("best", best, best, [], scores)
-    return Choice(name, cands[name], oof, [e for e, _ in snapshots[-k:]], scores)
+        return Choice("best", best, best, [], scores, each_score)
+    return Choice(name, cands[name], oof, [e for e, _ in snapshots[-k:]], scores, each_score)
 
 
 def predict_test(cfg: Config, run_dir: RunDir, model, choice: Choice, paths: list[str], from_features: bool):

@@ -25,10 +25,10 @@ from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.model import calibrate
-from kit.model.metrics import log_loss
+from kit.model.metrics import clip_probabilities, log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
-from kit.submit import snapshots
+from kit.submit import members, snapshots
 from kit.submit.submission import build_frame, validation_score, write_submission
 
 
@@ -104,6 +104,19 @@ def score_validation(cfg: Config, probabilities: np.ndarray, honest: np.ndarray,
     return score, cal
 
 
+def refit_model(cfg: Config, run_dir: RunDir, model) -> tuple[RunDir, object, dict | None]:
+    """(folder, model, its summary) that predicts the test set: the run's refit on every labelled image
+    (train.refit_all, kit/train/refit.py) when it has a finished one and submit.refit is on, else the run."""
+    refit = run_dir.refit
+    if not cfg.submit.refit or not refit.is_finished():
+        return run_dir, model, None
+    summary = refit.summary()
+    print(f"submit: the test set is predicted by the refit on all {summary.get('train_images', 0):,} labelled images "
+          f"({refit.path}; submit.refit=false: the split model): it has no held-out score of its own, the "
+          f"validation numbers above are the split model's")
+    return refit, refit.load_model()[0], summary
+
+
 def run(cfg: Config) -> Path:
     """Write the submission for the chosen run; return the archived CSV's path."""
     index = load_index(cfg)
@@ -112,34 +125,63 @@ def run(cfg: Config) -> Path:
                        "(use `make predict` for your own images)")
     run_dir = RunDir.find(cfg)
     val, val_split = validation_images(cfg, run_dir, index)  # before the slow part: a refusal costs nothing
+    runs = members.runs_to_average(cfg, run_dir, val)
     timings.reset()
     with timings.step("set-up"):
         model, classes = run_dir.load_model()
     if classes != index.classes:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
-    cfg = with_image_size(cfg, run_dir.image_size(model))  # e.g. a head-only run at its features' size
-    print(f"submit: run {run_dir.name} at {cfg.data.image_size} px, TTA views {cfg.submit.tta}, "
-          f"clip {cfg.submit.clip}")
+    at_size = with_image_size(cfg, run_dir.image_size(model))  # e.g. a head-only run at its features' size
+    print(f"submit: run {run_dir.name} at {at_size.data.image_size} px, TTA views {cfg.submit.tta}, "
+          f"clip {cfg.submit.clip}" + (f", averaged with its {len(runs) - 1} train.members" if len(runs) > 1 else ""))
     from_features = run_dir.is_head_only_on_features()
-    steps = print_plan(cfg, index, "submit", from_features,
-                       snapshots=len(snapshots.usable(cfg, run_dir, from_features)))
-    labels = val["label"].to_numpy()
-    # Predicted here, by the same code as the test set: no shortcut through saved predictions.
-    choice = snapshots.choose(cfg, run_dir, model, list(val["path"]), labels, from_features)
-    score, cal = score_validation(cfg, choice.val, choice.val_out_of_fold, labels, classes)
+    steps = print_plan(at_size, index, "submit", from_features,
+                       snapshots=len(snapshots.usable(at_size, run_dir, from_features)))
+    labels, test = val["label"].to_numpy(), list(index.test["path"])
+    predicted = []
+    specs = ["the run", *(run_dir.saved_config().get("train") or {}).get("members", [])]
+    for each, spec in zip(runs, specs):
+        if each != run_dir:
+            print(f"submit: member {each.name} ({spec}), {each.path}")
+        predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model))
+    val_probabilities, val_out_of_fold, test_probabilities = members.average(predicted)
+    for p in predicted:
+        p.val_log_loss = log_loss(labels, clip_probabilities(p.choice.val, cfg.submit.clip)[0])
+    if len(runs) > 1:
+        print("submit: members' validation log loss (raw, floored): " + ", ".join(
+            f"{p.run.name} {p.val_log_loss:.4f}" for p in predicted) +
+            f"; their average {log_loss(labels, clip_probabilities(val_probabilities, cfg.submit.clip)[0]):.4f}")
+    score, cal = score_validation(cfg, val_probabilities, val_out_of_fold, labels, classes)
     low, high = score["val_log_loss_interval"]
     print(f"submit: validation log loss {score['val_log_loss']:.4f} (95% interval {low:.4f}-{high:.4f}; "
           f"{'out of fold, ' if cal.folds else ''}after TTA and {cal.method}), accuracy {score['val_accuracy']:.4f} "
           f"on {score['val_rows']} images of the {val_split}'s split (constant prior scores "
           f"{score['val_prior_log_loss']:.4f})")
-    test = list(index.test["path"])
-    test_probabilities = cal.apply(snapshots.predict_test(cfg, run_dir, model, choice, test, from_features))
+    test_probabilities = cal.apply(test_probabilities)
+    choice, refit = predicted[0].choice, predicted[0].refit
     frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
     timings.close()  # the checks and the table so far; writing the files follows
     meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta),
-            "competition": cfg.competition.slug, "snapshots": choice.as_dict(), "timings": timings.snapshot(), "plan": steps}
+            "competition": cfg.competition.slug, "snapshots": choice.as_dict(), "refit": refit,
+            "members": [p.as_dict() for p in predicted[1:]], "timings": timings.snapshot(), "plan": steps}
     written = write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
                                cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))
+    keep_scores(run_dir, {**meta, "members": [p.as_dict() for p in predicted], "submission": str(written)})
     print(f"submit: {took_line(timings.elapsed(), steps)}")
     return written
+
+
+def keep_scores(run_dir: RunDir, meta: dict) -> None:
+    """runs/<run>/submit.json and the report redrawn with it: the snapshots', members' and calibration's
+    validation scores beside the run's curves. A failure here is a warning: the submission is written."""
+    import json
+
+    from kit.fsutil import write_text_atomic
+    from kit.report.html import build_report
+
+    try:
+        write_text_atomic(run_dir.submit_scores, json.dumps(meta, indent=2, default=str) + "\n")
+        build_report(run_dir)
+    except Exception as error:  # noqa: BLE001 — the submission matters more than its table
+        print(f"submit: warning: the run's report could not be updated ({error}); retry with `make report`")

@@ -44,7 +44,8 @@ def fit_fold_heads(cfg: Config, model, train_xy, val_xy, run_dir: RunDir, index)
         held = ids == fold
         print(f"train: head {fold + 1} of {k}, on {int((~held).sum()):,} images, its epoch chosen on the other "
               f"{int(held.sum()):,}")
-        best = fit_head(cfg, model, (x[rows != fold], y[rows != fold]), (x[:n][held], y[:n][held]), run_dir, n_classes)
+        best = fit_head(cfg, model, (x[rows != fold], y[rows != fold]), (x[:n][held], y[:n][held]), run_dir, n_classes,
+                        choose_epoch=True)
         weights.append(head.get_weights())
         epochs.append(best.best_epoch)
         oof[held] = head.predict(x[:n][held], batch_size=4096, verbose=0)

@@ -61,12 +61,17 @@ def feature_arrays(cfg: Config, model: keras.Model, index) -> tuple[tuple, tuple
 
 
 def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir, n_classes: int,
-             extra_callbacks=()) -> BestEpoch:
-    """Train the model's head on feature arrays (`feature_arrays`); leave the best epoch's weights in place.
+             extra_callbacks=(), choose_epoch: bool = False) -> BestEpoch:
+    """Train the model's head on feature arrays (`feature_arrays`) for train.head_epochs; leave the last epoch's
+    weights in place (`choose_epoch`: the epoch with the lowest log loss on val_xy, e.g. a fold's held part).
 
-    Writes metrics.csv and lr.csv (epochs 0 .. train.head_epochs - 1) and returns the BestEpoch. A NaN
-    loss saves the best epoch so far as the run's best model and raises. `extra_callbacks`: the plan probe's
-    epoch clock (kit/plan/probe.py times this very function).
+    The last epoch, not the best: the one cosine cycle anneals to a rate near 0, so the head has converged there
+    (its validation curve is flat over the last epochs), and an epoch picked on the validation images would
+    flatter the score they then report (issue 15). val_xy may be None (the refit on every labelled image:
+    kit/train/refit.py). Writes metrics.csv and lr.csv (epochs 0 .. train.head_epochs - 1) and returns the
+    BestEpoch (`best`: the kept epoch's validation log loss). A NaN loss saves the best epoch so far as the
+    run's best model and raises. `extra_callbacks`: the plan probe's epoch clock (kit/plan/probe.py times this
+    very function).
     """
     t, batch_size = cfg.train, cfg.data.batch_size
     steps_per_epoch = math.ceil(len(train_xy[0]) / batch_size)
@@ -87,18 +92,21 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
     best = BestEpoch()
     callbacks = [EpochExtras("head"), keras.callbacks.CSVLogger(str(run_dir.metrics)), best,
                  keras.callbacks.TerminateOnNaN(), EpochBar(t.head_epochs), *extra_callbacks]
+    val_data = None if val_xy is None else _feature_dataset(*val_xy, 4096, None, strategy)
     history = head.fit(_feature_dataset(*train_xy, batch_size, cfg.data.seed, strategy), epochs=t.head_epochs,
-                       verbose=0, shuffle=False, validation_data=_feature_dataset(*val_xy, 4096, None, strategy),
-                       callbacks=callbacks)
+                       verbose=0, shuffle=False, validation_data=val_data, callbacks=callbacks)
     losses = history.history.get("loss", [])
     _write_lr_csv(run_dir, schedule, steps_per_epoch, len(losses))
-    if best.weights is not None:
-        head.set_weights(best.weights)  # the model's own head layers: the full model has them too
     if not losses or not np.isfinite(losses[-1]):
         if best.weights is not None:
+            head.set_weights(best.weights)  # the model's own head layers: the full model has them too
             run_dir.save_model(model)
         raise KitError(f"training loss became NaN on the cached features: lower train.head_lr "
                        f"(best epoch so far kept in {run_dir.path})")
+    if choose_epoch and best.weights is not None:
+        head.set_weights(best.weights)
+    elif val_xy is not None:
+        best.best, best.best_epoch = float(history.history["val_log_loss"][-1]), len(losses)
     return best
 
 

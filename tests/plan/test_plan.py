@@ -46,6 +46,31 @@ def test_a_head_only_plan_and_caches_already_on_disk(indexed, competition_zip):
     assert steps[1].seconds == 0 and steps[1].note == "pixel cache on disk" and steps[2].seconds > 0
 
 
+def test_a_refit_is_planned_as_a_second_training_on_every_labelled_image(indexed, competition_zip):
+    """train.refit_all: the head and fine-tuning again on train + validation, its validation passes computed."""
+    cfg = indexed(competition_zip, *PLAN, "train.head=features", "train.head_epochs=4", "train.finetune_epochs=2",
+                  "train.feature_passes=1", "data.image_size=48")
+    n_train, n_val, _ = len_split(cfg)
+    plain = {s.name: s for s in estimate.describe(cfg, load(cfg), "train", head_only=False)[1]}
+    cfg.train.refit_all = True
+    steps = {s.name: s for s in estimate.describe(cfg, load(cfg), "train", head_only=False)[1]}
+    assert steps["features val"].images == 2 * n_val and plain["features val"].images == n_val
+    assert steps["head"].images == 4 * 2 * (2 * n_train + n_val) and "train.refit_all" in steps["head"].note
+    assert steps["fine-tune"].images == 2 * (2 * n_train + n_val)
+    assert steps["fine-tune"].seconds > 1.5 * plain["fine-tune"].seconds and steps["head"].seconds > plain["head"].seconds
+
+
+def test_members_are_planned_as_runs_of_their_own_and_in_the_submit_that_averages_them(indexed, competition_zip):
+    cfg = indexed(competition_zip, *PLAN, "train.head_epochs=1", "train.finetune_epochs=1", "data.image_size=48")
+    cfg.train.members = ["train.finetune_epochs=0 train.head=features"]
+    text, steps = estimate.describe(cfg, load(cfg), "train", head_only=False)
+    assert "then train.members, each a run of its own" in text and " m1 " in text
+    assert not [s for s in steps if s.name.startswith("m1")]  # its own run prints and books its own steps
+    _, submit_steps = estimate.describe(cfg, load(cfg), "submit", head_only=False)
+    member = [s for s in submit_steps if s.name.startswith("m1: ")]
+    assert member and all(s.seconds >= 0 for s in member) and len(submit_steps) > len(member)
+
+
 def test_a_plan_counts_feature_caches_on_disk_as_free(indexed, competition_zip):
     """A second head-only run on the same photos reads every feature array: no decode, no forward pass."""
     from kit.train import fit

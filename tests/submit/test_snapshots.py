@@ -15,6 +15,7 @@ from kit.model import ensemble
 from kit.runs import RunDir
 from kit.submit import submit
 from kit.train import fit
+from kit.train.trainer import cycle_end_epochs
 from tests.submit.test_submit import outputs
 
 
@@ -24,7 +25,7 @@ from tests.submit.test_submit import outputs
     (["train.head_epochs=0", "train.finetune_epochs=3", "train.cycle_mult=1", "train.cycle_epochs=1"], [1, 2, 3]),
 ])
 def test_cycle_ends_are_counted_from_the_first_epoch(overrides, ends):
-    assert fit.cycle_end_epochs(load_config(None, overrides)) == ends
+    assert cycle_end_epochs(load_config(None, overrides)) == ends
 
 
 def test_choosing_picks_the_better_average_and_scores_it_out_of_fold():
@@ -65,6 +66,9 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
     meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())
     assert meta["snapshots"]["name"] in ("last_1", "last_2") and set(meta["snapshots"]["val_log_loss"]) == {"last_1", "last_2"}
     assert meta["snapshots"]["epochs"] == [2, 4][-int(meta["snapshots"]["name"][-1]):]
+    assert set(meta["snapshots"]["each"]) == {"epoch 2", "epoch 4"}
+    report = run.report.read_text()  # redrawn by submit with its scores
+    assert "Newest submission" in report and "snapshot epoch 2, alone" in report and "snapshots last_2 averaged" in report
     low, high = meta["val_log_loss_interval"]
     assert low - 1e-6 <= meta["val_log_loss"] <= high + 1e-6 and meta["calibration"]["method"] in ("none", "clip", "temperature")
 
@@ -88,4 +92,4 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
     cfg.submit.snapshots = "best"
     submit.run(cfg)
     meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())
-    assert meta["snapshots"] == {"name": "best", "epochs": [], "val_log_loss": {}}
+    assert meta["snapshots"] == {"name": "best", "epochs": [], "val_log_loss": {}, "each": {}}

@@ -26,8 +26,8 @@ def test_each_head_is_chosen_on_images_it_never_saw_and_the_average_is_the_model
     index, seen = load_index(fold_run), []
     real = folds.fit_head
 
-    def spy(cfg, model, train_xy, val_xy, run_dir, n_classes):
-        best = real(cfg, model, train_xy, val_xy, run_dir, n_classes)
+    def spy(cfg, model, train_xy, val_xy, run_dir, n_classes, **kw):
+        best = real(cfg, model, train_xy, val_xy, run_dir, n_classes, **kw)
         seen.append((train_xy[0].copy(), val_xy[0].copy(), [w.copy() for w in features.head_model(model).get_weights()]))
         return best
 
