@@ -164,9 +164,8 @@ class RunDir:
         return self.summary_file.is_file()
 
     def is_done(self) -> bool:
-        """Finished, and so are the refit and members its config asks for: nothing left for `make train`."""
-        train = self.saved_config().get("train") or {}
-        owed = [self.refit] * bool(train.get("refit_all")) + list(map(self.member, range(1, len(train.get("members") or []) + 1)))
+        """Finished, and so are its refit (train.refit_all) and members (summary.json): nothing left for `make train`."""
+        owed = [self.refit] * bool(self.summary().get("refit")) + list(map(self.member, self.summary().get("members") or []))
         return self.is_finished() and all(run.is_done() for run in owed)
 
     def saved_config(self) -> dict:

@@ -6,7 +6,7 @@ validation predictions fold by fold, so the score shown for the choice was not m
 `best` is best.keras alone (the epoch with the lowest validation log loss: a choice made on validation, so
 its validation score flatters it); `last_k` the mean probability of the last k cycle-end snapshots. `auto`
 considers last_1 .. last_K (fixed epochs: nothing chosen per epoch) and takes the one with the lowest log loss
-on all validation images for the test set, if it beats best.keras there (kit/submit/snapshots.py); its
+on all validation images for the test set, never best.keras (kit/submit/snapshots.py); its
 estimate is out of fold: for each fold, the candidate that scores best on the other folds, scored on this one.
 """
 from __future__ import annotations

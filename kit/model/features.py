@@ -97,6 +97,13 @@ def is_head_only(cfg: Config) -> bool:
     return cfg.train.head == "features" and cfg.train.finetune_epochs == 0
 
 
+def refits(cfg: Config) -> bool:
+    """Whether the run is trained again on every labelled image (train.refit_all: true, false, or auto: a
+    head-only run, whose refit costs seconds; a fine-tuned one's would double its training)."""
+    choice = cfg.train.refit_all
+    return is_head_only(cfg) if choice == "auto" else bool(choice)
+
+
 def run_config(cfg: Config) -> Config:
     """The config a run works with: a head-only run's data.image_size is train.feature_image_size when set.
 

@@ -15,6 +15,7 @@ from kit import paths as kit_paths
 from kit.config import Config
 from kit.data import pipeline
 from kit.errors import KitError
+from kit.model import features
 from kit.plan import probe
 from kit.timings import duration
 
@@ -87,28 +88,29 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     needed = {name: p for name, p in splits.items()
               if t.finetune_epochs or t.head != "features" or f"features {name}" in pending}
     steps += decode_steps(cfg, needed, rates)
-    refit = f", then again on all {n_train + n_val:,} (train.refit_all)" if t.refit_all else ""
+    again_all = features.refits(cfg)  # train.refit_all
+    refit = f", then again on all {n_train + n_val:,} (train.refit_all)" if again_all else ""
     if on_features:
-        if t.refit_all and t.feature_passes:  # the validation images' augmented passes, for the refit
+        if again_all and t.feature_passes:  # the validation images' augmented passes, for the refit
             feature_steps[1] = feature_step(cfg, rates, "val", splits["val"], [("original", k) for k in range(passes)])
         steps += feature_steps[:2]
-        heads = max(1, t.folds) + t.refit_all  # train.folds: k heads, each on k-1 folds of the rows
-        samples = t.head_epochs * passes * (n_train * max(1, t.folds - 1) + t.refit_all * (n_train + n_val))
+        heads = max(1, t.folds) + again_all  # train.folds: k heads, each on k-1 folds of the rows
+        samples = t.head_epochs * passes * (n_train * max(1, t.folds - 1) + again_all * (n_train + n_val))
         seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
             samples / rates["head"]
         steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"
                           + (f", {t.folds} fold heads" if t.folds > 1 else "") + refit))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
-        again = t.refit_all * (rates["frozen_warmup_s"] + t.head_epochs * (n_train + n_val) / rates["frozen"])
-        steps.append(Step("head", t.head_epochs * (n_train + t.refit_all * (n_train + n_val)),
+        again = again_all * (rates["frozen_warmup_s"] + t.head_epochs * (n_train + n_val) / rates["frozen"])
+        steps.append(Step("head", t.head_epochs * (n_train + again_all * (n_train + n_val)),
                           rates["frozen_warmup_s"] + t.head_epochs * per_epoch + again,
                           f"{plural(t.head_epochs, 'epoch')}, backbone frozen" + refit))
     if t.finetune_epochs:
         epoch = n_train / rates["finetune"] + n_val / rates["keras"] + CHECKPOINT_S
-        again = t.refit_all * (rates["finetune_warmup_s"] + rates.get("save_load_s", 0.0) + t.finetune_epochs *
+        again = again_all * (rates["finetune_warmup_s"] + rates.get("save_load_s", 0.0) + t.finetune_epochs *
                                ((n_train + n_val) / rates["finetune"] + CHECKPOINT_S))  # no validation to predict
-        steps.append(Step("fine-tune", t.finetune_epochs * (n_train + t.refit_all * (n_train + n_val)),
+        steps.append(Step("fine-tune", t.finetune_epochs * (n_train + again_all * (n_train + n_val)),
                           rates["finetune_warmup_s"] + t.finetune_epochs * epoch + again,
                           f"{plural(t.finetune_epochs, 'epoch')} of {duration(epoch)}, layer-group rates" + refit))
         steps.append(Step("predict val", n_val * len(views), rates["model_convert_s"] + n_val * len(views) / rates["engine"],
@@ -217,11 +219,10 @@ def describe(cfg: Config, index, stage: str, head_only: bool, converted: bool = 
 
 def member_steps(cfg: Config, index, stage: str) -> list[tuple[str, list[Step]]]:
     """(m1, its steps), ... for train.members (kit/train/members.py), each planned as its own run."""
-    from kit.model import features
-    from kit.train.members import with_overrides
+    from kit.train.members import distinct_members, with_overrides
 
     planned = []
-    for number in range(1, len(cfg.train.members) + 1):
+    for number in distinct_members(cfg) if cfg.train.members else []:
         member = features.run_config(with_overrides(cfg, number))
         planned.append((f"m{number}", describe(member, index, stage, features.is_head_only(member))[1]))
     return planned

@@ -38,9 +38,9 @@ class Predicted:
 
 def runs_to_average(cfg: Config, run_dir: RunDir, val: pd.DataFrame) -> list[RunDir]:
     """[the run, its members...]: each member finished and validated on the run's images, else one line."""
-    wanted = len((run_dir.saved_config().get("train") or {}).get("members") or []) if cfg.submit.members else 0
+    wanted = (run_dir.summary().get("members") or []) if cfg.submit.members else []  # kit/train/members.py
     runs = [run_dir]
-    for member in map(run_dir.member, range(1, wanted + 1)):
+    for member in map(run_dir.member, wanted):
         if not member.is_finished() or not member.best_model.is_file():
             raise KitError(f"member {member.name} of run {run_dir.name} is not trained ({member.path}): finish it with "
                            "`make train` (the same config continues), or submit with --set submit.members=false")

@@ -140,10 +140,9 @@ def run(cfg: Config) -> Path:
                        snapshots=len(snapshots.usable(at_size, run_dir, from_features)))
     labels, test = val["label"].to_numpy(), list(index.test["path"])
     predicted = []
-    specs = ["the run", *(run_dir.saved_config().get("train") or {}).get("members", [])]
-    for each, spec in zip(runs, specs):
-        if each != run_dir:
-            print(f"submit: member {each.name} ({spec}), {each.path}")
+    for each in runs[1:]:
+        print(f"submit: member {each.name} ({each.path}), averaged with the run")
+    for each in runs:
         predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model))
     val_probabilities, val_out_of_fold, test_probabilities = members.average(predicted)
     for p in predicted:

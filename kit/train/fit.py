@@ -39,7 +39,7 @@ from kit.plan.estimate import print_plan, took_line
 from kit.model import calibrate, device, features, inference
 from kit.model.metrics import log_loss
 from kit.runs import RunDir
-from kit.train.members import check_members, train_members
+from kit.train.members import check_members, distinct_members, train_members
 from kit.train.refit import refit
 from kit.train.trainer import Trainer
 
@@ -92,7 +92,8 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
                "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
                "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
-               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs,
+               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs, "members": distinct_members(cfg),
+               "refit": features.refits(cfg),
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}
     if getattr(trainer.model, "optimizer", None) is not None:  # trained on images: its steps, resumed ones too
@@ -153,7 +154,7 @@ def run(cfg: Config) -> Path:
             summary = run_dir.summary()
         else:
             summary = train_on_split(cfg, index, run_dir, resuming, steps, strategy, started)
-        if cfg.train.refit_all:
+        if features.refits(cfg):
             refit(cfg, run_dir, index, strategy, summary)
     write_report(run_dir)
     timings.close()  # saving, writing and the report: the plan's "writing" step

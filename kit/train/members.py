@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 
-from kit.config import Config, check_consistency, set_key
+from kit.config import Config, check_consistency, config_dict, set_key
 from kit.errors import KitError
 from kit.runs import RunDir
 
@@ -63,11 +63,30 @@ def check_members(cfg: Config) -> None:
         with_overrides(cfg, number)
 
 
+def distinct_members(cfg: Config) -> list[int]:
+    """The numbers of the members that would train another model than the run itself (cfg: the run's config):
+    one config can then serve both paths, e.g. a member `train.finetune_epochs=0` beside a fine-tuned run is
+    the run itself when the run is head-only already, and is skipped (the run's summary.json lists the rest)."""
+    from kit.model.features import run_config
+
+    def identity(c: Config) -> dict:
+        plain = config_dict(run_config(c))
+        plain.pop("paths"), plain.pop("name")
+        for key in ("members", *(k.split(".")[1] for k in OWN)):
+            plain["train"].pop(key, None)
+        return plain
+
+    own = identity(cfg)
+    return [n for n in range(1, len(cfg.train.members) + 1) if identity(with_overrides(cfg, n)) != own]
+
+
 def train_members(cfg: Config, run_dir: RunDir, train_run) -> None:
-    """Train (or finish) each member with `train_run` (kit/train/fit.py's run), after the run itself."""
+    """Train (or finish) each distinct member with `train_run` (kit/train/fit.py's run), after the run itself."""
+    wanted = run_dir.summary().get("members") or []
     for number in range(1, len(cfg.train.members) + 1):
-        member = run_dir.member(number)
-        if member.is_done():
-            continue
-        print(f"train: member {number} of {len(cfg.train.members)} ({cfg.train.members[number - 1]}) into {member.path}")
-        train_run(member_config(cfg, run_dir, number))
+        member, spec = run_dir.member(number), cfg.train.members[number - 1]
+        if number not in wanted:
+            print(f"train: member m{number} ({spec}) is this run itself: skipped")
+        elif not member.is_done():
+            print(f"train: member m{number} of {len(cfg.train.members)} ({spec}) into {member.path}")
+            train_run(member_config(cfg, run_dir, number))

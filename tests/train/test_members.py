@@ -79,6 +79,19 @@ def test_a_bad_member_is_one_line_before_anything_trains(indexed, competition_zi
     assert not paths.runs_dir(cfg).exists() or not any(paths.runs_dir(cfg).iterdir())
 
 
+def test_a_member_that_is_the_run_itself_is_skipped(indexed, competition_zip, tmp_path):
+    """One config for both paths: beside a head-only run, the member `train.finetune_epochs=0` is the run."""
+    cfg = indexed(competition_zip, "data.image_size=32", "data.batch_size=8", f"model.weights={fixed_weights(tmp_path)}",
+                  "train.head=features", "train.head_epochs=2", "train.finetune_epochs=0", "train.run_name=solo")
+    cfg.train.members = ["train.finetune_epochs=0", "train.head_epochs=3"]
+    run = RunDir(fit.run(cfg))
+    assert run.summary()["members"] == [2] and not run.member(1).path.exists() and run.member(2).is_finished()
+    assert run.is_done()
+    submit.run(cfg)
+    meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())
+    assert [m["run"] for m in meta["members"]] == [str(run.member(2).path)]
+
+
 def test_members_come_from_the_config_file(tmp_path):
     config = tmp_path / "team.yaml"
     config.write_text("train:\n  members:\n    - train.finetune_epochs=0\n    - train.finetune_epochs=0 "

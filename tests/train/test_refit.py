@@ -16,7 +16,7 @@ from kit.runs import RunDir
 from kit.submit import submit
 from kit.train import fit, refit
 from tests.model.test_features import fixed_weights
-from tests.submit.test_submit import outputs
+from tests.submit.test_submit import outputs, scored  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
@@ -94,9 +94,10 @@ def test_an_interrupted_refit_continues_alone_and_leaves_the_split_run_whole(hea
 
 
 @pytest.mark.slow
-def test_a_fine_tuned_refit_keeps_the_splits_best_epoch_and_snapshots(indexed, competition_zip):
+def test_a_fine_tuned_refit_keeps_the_splits_best_epoch_and_snapshots(indexed, competition_zip, scored):
     cfg = indexed(competition_zip, "train.head_epochs=1", "train.finetune_epochs=3", "train.cycle_epochs=1",
                   "train.cycle_mult=2", "submit.tta=[original]", "train.refit_all=true", "train.run_name=ft")
+    assert features.refits(cfg) and cfg.train.refit_all is True
     run = RunDir(fit.run(cfg))
     best_epoch = run.summary()["best_epoch"]
     final = run.refit
@@ -110,5 +111,17 @@ def test_a_fine_tuned_refit_keeps_the_splits_best_epoch_and_snapshots(indexed, c
         for a, b in zip(saved, model.get_weights()):
             np.testing.assert_array_equal(a, b)
     submit.run(cfg)
-    meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())
-    assert meta["refit"]["run"] == "refit" and meta["snapshots"]["name"] in ("best", "last_1", "last_2")
+    meta = json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())  # predictions faked:
+    assert meta["refit"]["run"] == "refit" and meta["snapshots"]["name"] in ("last_1", "last_2")  # the tiny model is weak
+
+
+@pytest.mark.parametrize("overrides, refits", [
+    (["train.refit_all=auto", "train.head=features", "train.head_epochs=2", "train.finetune_epochs=0"], True),
+    (["train.refit_all=auto", "train.finetune_epochs=3"], False),  # it would double a fine-tune's training
+    (["train.refit_all=true", "train.finetune_epochs=3"], True),
+    (["train.refit_all=false", "train.head=features", "train.head_epochs=2", "train.finetune_epochs=0"], False),
+])
+def test_refit_all_auto_refits_head_only_runs(overrides, refits):
+    from kit.config import load_config
+
+    assert features.refits(load_config(None, overrides)) is refits
