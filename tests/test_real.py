@@ -40,7 +40,7 @@ def test_the_folder_path_on_real_photos_of_five_classes(indexed, real_folder, ke
     cfg = indexed(None, "competition.layout=folder", f"competition.folder={real_folder}", "competition.slug=flowers",
                   "data.image_size=224", "data.batch_size=32", "model.backbone=mobilenet_v2", "model.weights=imagenet",
                   "train.head=features", "train.head_epochs=20", "train.finetune_epochs=0", "model.dropout=0.0",
-                  config="configs/folder.yaml")
+                  "train.members=[]", "train.refit_all=false", config="configs/folder.yaml")
     run = train.run(cfg)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["classes"] == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

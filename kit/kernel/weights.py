@@ -52,7 +52,17 @@ def imagenet_files(backbone: str, sizes: list[int]) -> list[Path]:
 
 
 def weight_files(cfg: Config) -> list[Path]:
-    """The files the kernel must be given: none, the config's own weights file, or Keras' ImageNet files."""
+    """The files the kernel must be given: none, the config's own weights file, or Keras' ImageNet files; for
+    the config and each of its train.members (a member may use another backbone or image size)."""
+    from kit.train.members import with_overrides
+
+    files = own_weight_files(cfg)
+    for number in range(1, len(cfg.train.members) + 1):
+        files += [f for f in own_weight_files(with_overrides(cfg, number)) if f not in files]
+    return files
+
+
+def own_weight_files(cfg: Config) -> list[Path]:
     weights = cfg.model.weights
     if weights == "none":
         return []

@@ -111,9 +111,9 @@ def refit_model(cfg: Config, run_dir: RunDir, model) -> tuple[RunDir, object, di
     if not cfg.submit.refit or not refit.is_finished():
         return run_dir, model, None
     summary = refit.summary()
-    print(f"submit: the test set is predicted by the refit on all {summary.get('train_images', 0):,} labelled images "
-          f"({refit.path}; submit.refit=false: the split model): it has no held-out score of its own, the "
-          f"validation numbers above are the split model's")
+    print(f"submit: {run_dir.name} predicts the test set through its refit on all {summary.get('train_images', 0):,} "
+          f"labelled images ({refit.path}; submit.refit=false: the split model), which has no held-out score of its "
+          f"own: the validation scores printed are the split model's")
     return refit, refit.load_model()[0], summary
 
 

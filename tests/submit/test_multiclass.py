@@ -35,7 +35,8 @@ def test_three_classes_train_submit_and_predict_end_to_end(indexed, shapes, caps
     # configs/folder.yaml as a user would run it, indexed, with small_cnn and the settings that learn in seconds
     cfg = indexed(None, f"competition.folder={shapes}", "competition.slug=shapes", "data.image_size=48",
                   "data.val_fraction=0.25", "train.head_epochs=0", "train.finetune_epochs=15", "train.lr=0.01",
-                  "train.group_lr_ratios=[0.3, 1.0]", "train.run_name=shapes", config=ROOT / "configs" / "folder.yaml")
+                  "train.group_lr_ratios=[0.3, 1.0]", "train.run_name=shapes", "train.head=images", "train.members=[]",
+                  config=ROOT / "configs" / "folder.yaml")
     train.run(cfg)
     run_dir = RunDir.find(cfg)
     assert run_dir.name == "shapes" and run_dir.is_finished()
