@@ -57,11 +57,25 @@ def kit_path(name: str, competition_zip: Path, work: Path, keras_home: str, over
     runs = [p for p in (base / "runs").iterdir() if (p / "val_predictions.csv").is_file()]
     if len(runs) != 1:
         raise RuntimeError(f"{name}: expected one finished run in {base / 'runs'}, found {len(runs)}")
-    result.update(score(runs[0] / "val_predictions.csv"), run=runs[0].name, base=str(base))
+    result.update(score(submitted_predictions(runs[0])), run=runs[0].name, base=str(base))
     summary = runs[0] / "summary.json"
     if summary.is_file():
         result["summary"] = json.loads(summary.read_text())
     return result
+
+
+def submitted_predictions(run: Path) -> Path:
+    """The validation probabilities the submission averaged (snapshots and members, before calibrating: submit
+    keeps them in runs/<run>/submit.json), as a val_predictions-shaped CSV; the run's own when it has none."""
+    scores = run / "submit.json"
+    if not scores.is_file():
+        return run / "val_predictions.csv"
+    kept = json.loads(scores.read_text()).get("val_predictions")
+    if not kept or not isinstance(kept["prob"][0], float):  # binary only: one P(dog) per image
+        return run / "val_predictions.csv"
+    out = run / "submitted_val_predictions.csv"
+    pd.DataFrame(kept).to_csv(out, index=False)
+    return out
 
 
 def split_file(base: Path) -> Path:

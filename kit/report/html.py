@@ -185,6 +185,9 @@ def submission_rows(run_dir: RunDir) -> list[tuple]:
             ("its 95% bootstrap interval", f"{low:.4f}-{high:.4f}" if low is not None else None),
             ("calibration chosen", cal.get("method"))]
     rows += [(f"calibration {method}, out of fold", loss) for method, loss in (cal.get("out_of_fold") or {}).items()]
+    weighting = meta.get("member_weighting") or {}
+    rows += [(f"members averaged: {name}{' (chosen)' if name == weighting.get('name') else ''}", loss)
+             for name, loss in (weighting.get("val_log_loss") or {}).items()]
     for member in meta.get("members") or []:
         snaps, name = member.get("snapshots") or {}, Path(member.get("run", "")).name
         rows += [(f"{name}: snapshot {epoch}, alone", loss) for epoch, loss in (snaps.get("each") or {}).items()]

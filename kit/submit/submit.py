@@ -144,13 +144,15 @@ def run(cfg: Config) -> Path:
         print(f"submit: member {each.name} ({each.path}), averaged with the run")
     for each in runs:
         predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model))
-    val_probabilities, val_out_of_fold, test_probabilities = members.average(predicted)
+    weighting, weighted, val_probabilities, val_out_of_fold, test_probabilities = members.average(
+        predicted, labels, cfg.submit.clip, cfg.data.seed)
     for p in predicted:
         p.val_log_loss = log_loss(labels, clip_probabilities(p.choice.val, cfg.submit.clip)[0])
     if len(runs) > 1:
         print("submit: members' validation log loss (raw, floored): " + ", ".join(
-            f"{p.run.name} {p.val_log_loss:.4f}" for p in predicted) +
-            f"; their average {log_loss(labels, clip_probabilities(val_probabilities, cfg.submit.clip)[0]):.4f}")
+            f"{p.run.name} {p.val_log_loss:.4f}" for p in predicted) + "; averaged (mean logit): " + ", ".join(
+            f"{name}{'*' if name == weighting else ''} {loss:.4f}" for name, loss in weighted.items()) +
+            " (* = chosen; out of fold below)")
     score, cal = score_validation(cfg, val_probabilities, val_out_of_fold, labels, classes)
     low, high = score["val_log_loss_interval"]
     print(f"submit: validation log loss {score['val_log_loss']:.4f} (95% interval {low:.4f}-{high:.4f}; "
@@ -163,10 +165,14 @@ def run(cfg: Config) -> Path:
     timings.close()  # the checks and the table so far; writing the files follows
     meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta),
             "competition": cfg.competition.slug, "snapshots": choice.as_dict(), "refit": refit,
-            "members": [p.as_dict() for p in predicted[1:]], "timings": timings.snapshot(), "plan": steps}
+            "members": [p.as_dict() for p in predicted[1:]], "member_weighting": {"name": weighting, "val_log_loss": weighted},
+            "timings": timings.snapshot(), "plan": steps}
     written = write_submission(frame, index.sample_submission, kit_paths.submissions_dir(cfg), run_dir.name,
                                cfg.submit.clip, extra_meta=meta, latest_path=kit_paths.latest_submission(cfg))
-    keep_scores(run_dir, {**meta, "members": [p.as_dict() for p in predicted], "submission": str(written)})
+    # the averaged validation probabilities before calibrating (bench/end_to_end.py scores them as the reference's)
+    keep_scores(run_dir, {**meta, "members": [p.as_dict() for p in predicted], "submission": str(written),
+                          "val_predictions": {"path": list(val["path"]), "label": [int(v) for v in labels],
+                                              "prob": np.asarray(val_probabilities).tolist()}})
     print(f"submit: {took_line(timings.elapsed(), steps)}")
     return written
 

@@ -13,7 +13,7 @@ from kit.config import load_config
 from kit.errors import KitError
 from kit.model.metrics import log_loss
 from kit.runs import RunDir
-from kit.submit import submit
+from kit.submit import members, submit
 from kit.train import fit
 from tests.model.test_features import fixed_weights
 from tests.submit.test_submit import outputs
@@ -44,8 +44,12 @@ def test_members_train_on_the_runs_split_and_submit_averages_them(with_members):
     assert [m["run"] for m in meta["members"]] == [str(m1.path), str(m2.path)] and meta["members"][1]["image_size"] == 40
     frames = [pd.read_csv(r.val_predictions).set_index("path") for r in (run, m1, m2)]
     probs = np.clip([f.loc[frames[0].index, "prob"] for f in frames], 1e-7, 1 - 1e-7)  # each run's own TTA validation
-    mean = 1 / (1 + np.exp(-np.log(probs / (1 - probs)).mean(axis=0)))  # the mean logit
+    chosen = meta["member_weighting"]["name"]
+    assert set(meta["member_weighting"]["val_log_loss"]) == {"equal", "run 0.5", "run 0.75", "run alone"}
+    weights = members.weightings(3)[chosen][:, None]
+    mean = 1 / (1 + np.exp(-(weights * np.log(probs / (1 - probs))).sum(axis=0)))  # the weighted mean logit
     assert meta["val_log_loss_raw"] == pytest.approx(log_loss(frames[0]["label"].to_numpy(), mean), abs=1e-5)
+    assert meta["member_weighting"]["val_log_loss"][chosen] == min(meta["member_weighting"]["val_log_loss"].values())
 
     with_members.submit.members = False
     submit.run(with_members)
@@ -98,3 +102,19 @@ def test_members_come_from_the_config_file(tmp_path):
                       "train.feature_image_size=320\n")
     assert load_config(config).train.members == ["train.finetune_epochs=0",
                                                  "train.finetune_epochs=0 train.feature_image_size=320"]
+
+
+def test_weightings_and_the_weighted_mean_logit():
+    w = members.weightings(3)
+    assert list(w) == ["equal", "run 0.5", "run 0.75", "run alone"] and all(abs(v.sum() - 1) < 1e-12 for v in w.values())
+    np.testing.assert_allclose(w["run 0.5"], [0.5, 0.25, 0.25])
+    assert list(members.weightings(2)) == ["equal", "run 0.75", "run alone"]  # 0.5 is equal for two
+    a, b = np.array([0.9, 0.2]), np.array([0.6, 0.4])
+    np.testing.assert_allclose(members.mean_in_log_space([a, b], np.array([1.0, 0.0])), a)
+    both = members.mean_in_log_space([a, b])
+    np.testing.assert_allclose(np.log(both / (1 - both)), (np.log(a / (1 - a)) + np.log(b / (1 - b))) / 2)
+    three = np.array([[[0.7, 0.2, 0.1]], [[0.1, 0.8, 0.1]]])  # softmax: renormalised geometric mean
+    mean = members.mean_in_log_space(list(three))
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0)
+    geometric = np.sqrt(three[0, 0] * three[1, 0])
+    np.testing.assert_allclose(mean[0], geometric / geometric.sum())
