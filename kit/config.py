@@ -129,6 +129,7 @@ class SubmitConfig:
     snapshot_k: int = setting(2, min=1, max=100, resume=False)  # submit.snapshots=last_k: how many
     refit: bool = setting(True, resume=False)  # predict the test set with the run's refit when it has one
     members: bool = setting(True, resume=False)  # average the run's train.members with it
+    member_weights: Literal["equal", "auto"] = setting("equal", resume=False)  # auto: chosen on validation
     clip: float = setting(1e-4, min=0.0, below=0.5, resume=False)  # the floor: [clip, 1 - clip], after calibrating
     message: str = setting("", resume=False)
 

@@ -145,7 +145,7 @@ def run(cfg: Config) -> Path:
     for each in runs:
         predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model))
     weighting, weighted, val_probabilities, val_out_of_fold, test_probabilities = members.average(
-        predicted, labels, cfg.submit.clip, cfg.data.seed)
+        predicted, labels, cfg.submit.clip, cfg.data.seed, cfg.submit.member_weights)
     for p in predicted:
         p.val_log_loss = log_loss(labels, clip_probabilities(p.choice.val, cfg.submit.clip)[0])
     if len(runs) > 1:

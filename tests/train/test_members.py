@@ -45,11 +45,16 @@ def test_members_train_on_the_runs_split_and_submit_averages_them(with_members):
     frames = [pd.read_csv(r.val_predictions).set_index("path") for r in (run, m1, m2)]
     probs = np.clip([f.loc[frames[0].index, "prob"] for f in frames], 1e-7, 1 - 1e-7)  # each run's own TTA validation
     chosen = meta["member_weighting"]["name"]
-    assert set(meta["member_weighting"]["val_log_loss"]) == {"equal", "run 0.5", "run 0.75", "run alone"}
+    assert chosen == "equal" and set(meta["member_weighting"]["val_log_loss"]) == {"equal"}  # the default
     weights = members.weightings(3)[chosen][:, None]
     mean = 1 / (1 + np.exp(-(weights * np.log(probs / (1 - probs))).sum(axis=0)))  # the weighted mean logit
     assert meta["val_log_loss_raw"] == pytest.approx(log_loss(frames[0]["label"].to_numpy(), mean), abs=1e-5)
-    assert meta["member_weighting"]["val_log_loss"][chosen] == min(meta["member_weighting"]["val_log_loss"].values())
+
+    with_members.submit.member_weights = "auto"  # the weighting chosen on validation, out of fold
+    submit.run(with_members)
+    auto = json.loads(paths.latest_submission(with_members).with_suffix(".csv.json").read_text())["member_weighting"]
+    assert set(auto["val_log_loss"]) == {"equal", "run 0.5", "run 0.75", "run alone"}
+    assert auto["val_log_loss"][auto["name"]] == min(auto["val_log_loss"].values())
 
     with_members.submit.members = False
     submit.run(with_members)
