@@ -16,7 +16,7 @@ import numpy as np
 from kit.config import Config
 from kit.errors import KitError
 from kit.model import ensemble
-from kit.model.metrics import clip_probabilities, log_loss
+from kit.model.metrics import clip_probabilities, log_loss, prior_log_loss
 from kit.model.inference import predict_split
 from kit.runs import RunDir
 
@@ -84,6 +84,11 @@ def choose(cfg: Config, run_dir: RunDir, model, val_paths: list[str], labels: np
         f"on these images, not comparable)")
     each_score = {f"epoch {epoch}": log_loss(labels, clip_probabilities(p, cfg.submit.clip)[0])
                   for (epoch, _), p in zip(snapshots, each)}
+    prior = prior_log_loss(labels, best.shape[1] if best.ndim == 2 else 2)
+    if cfg.submit.snapshots == "auto" and scores[name] >= prior > alone:
+        # Not a choice on merit: no snapshot average learned anything (a tiny demo model), best.keras did.
+        print(f"submit: no snapshot average beats a constant prediction ({prior:.4f}): best.keras instead")
+        return Choice("best", best, best, [], scores, each_score)
     return Choice(name, cands[name], oof, [e for e, _ in snapshots[-k:]], scores, each_score)
 
 

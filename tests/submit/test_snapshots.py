@@ -53,8 +53,12 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
         """P(dog) off the file name, nudged by the weights: each snapshot predicts a little differently, and
         best.keras's weights best of all (p = 0.001 / 0.999), as its epoch chosen on validation can look."""
         digest = weights_digest(model.weights)
+        if useless and digest not in best_digest:  # leaning the wrong way a little: worse than a constant
+            return np.array([0.6 if Path(p).name.startswith("cat.") else 0.4 for p in images])
         nudge = best_nudge[0] if digest in best_digest else int(digest[:2], 16) / 255 * 0.05
         return np.array([0.1 + nudge if Path(p).name.startswith("cat.") else 0.9 - nudge for p in images])
+
+    useless = []
 
     monkeypatch.setattr(snapshots, "predict_split", fake)  # the weak tiny model's scores would fail the checks
     cfg = indexed(competition_zip, "train.head_epochs=1", "train.finetune_epochs=3", "train.cycle_epochs=1",
@@ -72,6 +76,11 @@ def test_a_fine_tuned_run_keeps_its_cycle_end_snapshots_and_submit_averages_them
     assert "Newest submission" in report and "snapshot epoch 2, alone" in report and "snapshots last_2 averaged" in report
     low, high = meta["val_log_loss_interval"]
     assert low - 1e-6 <= meta["val_log_loss"] <= high + 1e-6 and meta["calibration"]["method"] in ("none", "clip", "temperature")
+
+    useless.append(True)  # snapshots worse than a constant, best.keras good: auto falls back to best.keras
+    submit.run(cfg)
+    assert json.loads(paths.latest_submission(cfg).with_suffix(".csv.json").read_text())["snapshots"]["name"] == "best"
+    useless.clear()
 
     cfg.submit.snapshots, cfg.submit.snapshot_k = "last_k", 3
     before = outputs(cfg)

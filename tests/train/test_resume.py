@@ -70,13 +70,15 @@ def test_killed_run_refuses_to_resume_with_a_changed_config(small, monkeypatch):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_best_checkpoint(small, monkeypatch):
-    real_compile = train.compile_model
+    from kit.train import trainer
+
+    real_compile = trainer.compile_model
 
     def nan_in_finetuning(model, optimizer, cfg, n_classes):
         real_compile(model, optimizer, cfg, n_classes)
         if optimizer.lr_multipliers:  # stage 2: the layer groups' rates; stage 1 has none
             model.compile(optimizer=optimizer, loss=lambda y, p: keras.ops.mean(p) * float("nan"))
-    monkeypatch.setattr(train, "compile_model", nan_in_finetuning)
+    monkeypatch.setattr(trainer, "compile_model", nan_in_finetuning)
     with pytest.raises(KitError, match="loss became NaN in stage finetune.*lower train.lr.*best checkpoint"):
         train.run(small)
     (run,) = Path(small.paths.runs_dir).iterdir()
