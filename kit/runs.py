@@ -165,7 +165,7 @@ class RunDir:
 
     def is_done(self) -> bool:
         """Finished, and so are its refit (train.refit_all) and members (summary.json): nothing left for `make train`."""
-        owed = [self.refit] * bool(self.summary().get("refit")) + list(map(self.member, self.summary().get("members") or []))
+        owed = [self.refit] * bool((summary := self.summary()).get("refit")) + list(map(self.member, summary.get("members") or []))
         return self.is_finished() and all(run.is_done() for run in owed)
 
     def saved_config(self) -> dict:

@@ -3,9 +3,10 @@ validation and test with its own image size, snapshots and refit; their probabil
 
     python -m kit submit [--set submit.members=false]     # the run alone
 
-A geometric mean (`average`) with equal weights, nothing fitted (submit.member_weights=auto: the run at 0.5, 0.75
-or alone too, chosen on validation like the snapshots, measured worse out of fold), with an out-of-fold estimate (each member's snapshot choice is out of fold already, and the
-calibration of the average is fitted fold by fold by kit/submit/submit.py). Every member must have been validated on the run's own images.
+A geometric mean (`average`) with equal weights, nothing fitted (submit.member_weights=auto: the run at 0.5,
+0.75 or alone too, chosen on validation like the snapshots, measured worse out of fold), with an out-of-fold
+estimate: each member's snapshot choice is out of fold already, and the calibration of the average is fitted
+fold by fold by kit/submit/submit.py. Every member must have been validated on the run's own images.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def runs_to_average(cfg: Config, run_dir: RunDir, val: pd.DataFrame) -> list[Run
 
 
 def predict_run(cfg: Config, run_dir: RunDir, classes: list[str], val_paths: list[str], labels: np.ndarray,
-                test_paths: list[str], refit_model) -> Predicted:
-    """One run's chosen model(s) on validation, then on test (through its refit when it has one)."""
-    model, its_classes = run_dir.load_model()
+                test_paths: list[str], refit_model, loaded: tuple | None = None) -> Predicted:
+    """One run's chosen model(s) on validation, then on test (through its refit when it has one); `loaded`:
+    its (model, classes) when the caller has them already."""
+    model, its_classes = loaded or run_dir.load_model()
     if its_classes != classes:
         raise KitError(f"run {run_dir.name} was trained on classes {its_classes}, not {classes}: pick runs of this "
                        "dataset with submit.run")

@@ -142,8 +142,9 @@ def run(cfg: Config) -> Path:
     predicted = []
     for each in runs[1:]:
         print(f"submit: member {each.name} ({each.path}), averaged with the run")
-    for each in runs:
-        predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model))
+    for each in runs:  # the run's own model is loaded already
+        predicted.append(members.predict_run(cfg, each, classes, list(val["path"]), labels, test, refit_model,
+                                             (model, classes) if each == run_dir else None))
     weighting, weighted, val_probabilities, val_out_of_fold, test_probabilities = members.average(
         predicted, labels, cfg.submit.clip, cfg.data.seed, cfg.submit.member_weights)
     for p in predicted:

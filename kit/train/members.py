@@ -9,9 +9,10 @@ Each member is a run folder of its own under runs/<run>/members/m1, m2, ... (tra
 resumes, refits with train.refit_all and reports like any run), on the run's validation split: a member may
 change train.*, model.* and augment.* keys, never the data, the split or the paths. `make submit` predicts
 validation and test with every member (each with its own snapshots and refit) and averages their probabilities
-with equal weights in log space (kit/submit/members.py), nothing fitted on validation, before calibrating the average; submit.members=false uses the
-run alone. Averaging models that differ (a fine-tuned network and a head on larger features, or one head at
-two image sizes) cancels part of each one's mistakes (measured in the README's "What to expect").
+with equal weights in log space (kit/submit/members.py), nothing fitted on validation, before calibrating the
+average; submit.members=false uses the run alone. Averaging models that differ (a fine-tuned network and a head
+on larger features, or one head at two image sizes) cancels part of each one's mistakes (measured in the
+README's "What to expect").
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ trains the refit only (its head stage and fine-tuning epochs resume as a run's d
 """
 from __future__ import annotations
 
-import copy
 import time
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -32,13 +32,6 @@ from kit.runs import RunDir
 from kit.train.head import fit_head
 from kit.train.recipe import label_array
 from kit.train.trainer import Trainer
-
-
-def replace_train(cfg: Config, **values) -> Config:
-    changed = copy.deepcopy(cfg)
-    for key, value in values.items():
-        setattr(changed.train, key, value)
-    return changed
 
 
 def every_labelled(index: DatasetIndex) -> DatasetIndex:
@@ -95,7 +88,7 @@ def refit(cfg: Config, run_dir: RunDir, index: DatasetIndex, strategy, summary: 
     print(f"train: refit on all {len(everything.train):,} labelled images (train.refit_all), {cfg.train.head_epochs} "
           f"head + {cfg.train.finetune_epochs} fine-tuning epochs, into {final.path}")
     if not final.config_file.is_file():  # its own config asks for no refit or members of its own
-        final.start(replace_train(cfg, refit_all=False, members=[]), index.classes, everything.val)
+        final.start(replace(cfg, train=replace(cfg.train, refit_all=False, members=[])), index.classes, everything.val)
     elif final.has_progress():  # interrupted: continue after its last completed epoch, as a run does
         final.trim_logs(final.completed_epochs(cfg.train.head_epochs))
     keras.utils.set_random_seed(cfg.data.seed)  # the split run's seed: the same recipe, more photos
