@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload predict export lr-find report bench clean-demo \
+.PHONY: help venv demo test download data train submit upload submissions predict export lr-find report bench clean-demo \
 	kernel-push kernel-status kernel-output plan
 
 help: ## list the targets
@@ -45,8 +45,11 @@ train: venv ## fine-tune on the competition (index built if needed); best epoch 
 submit: venv ## predict the test set with TTA, check, write submissions/<run>-<time>.csv + submission.csv
 	$(KIT) submit $(OPTS)
 
-upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit)
-	$(KIT) upload $(OPTS)
+upload: venv ## send submission.csv to Kaggle (message: run, validation log loss, commit); ARGS="--wait" for its score
+	$(KIT) upload $(OPTS) $(ARGS)
+
+submissions: venv ## the ledger with Kaggle's scores, refreshed, best first; submissions/index.html redrawn
+	$(KIT) submissions $(OPTS)
 
 predict: venv ## top classes of single images: IMAGES="a.jpg dir/" [RUN=name] [ARGS="--tta --csv out.csv"]
 	$(KIT) predict $(OPTS) $(IMAGES) $(if $(RUN),--run "$(RUN)") $(ARGS)

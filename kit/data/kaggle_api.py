@@ -200,8 +200,9 @@ def download_competition(slug: str, dest_dir: str | Path, api: Any = None, force
     return zip_path
 
 
-def submit_file(slug: str, csv_path: str | Path, message: str, api: Any = None) -> str:
-    """Submit `csv_path` to competition `slug`; return Kaggle's answer. A failed upload is a KitError."""
+def submit_file(slug: str, csv_path: str | Path, message: str, api: Any = None) -> tuple[str, str | None]:
+    """Submit `csv_path` to competition `slug`; return Kaggle's answer and the submission's ref (None when the
+    client does not say: kaggle 1.x answers with a string). A failed upload is a KitError."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise KitError(f"submission file {csv_path} not found: run `make submit` first")
@@ -213,4 +214,5 @@ def submit_file(slug: str, csv_path: str | Path, message: str, api: Any = None) 
     if not answer or answer == failed or answer == SUBMIT_FAILED:
         raise KitError(f"Kaggle did not accept {csv_path} for '{slug}' (answer: {answer or 'empty'!r}): check the "
                        f"upload messages above and run `make upload` again")
-    return answer
+    ref = getattr(response, "ref", None)
+    return answer, (str(ref) if ref not in (None, "", 0) else None)

@@ -29,7 +29,7 @@ from kit.model.metrics import clip_probabilities, log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
 from kit.submit import members, snapshots
-from kit.submit.submission import build_frame, validation_score, write_submission
+from kit.submit.submission import build_frame, meta_path, validation_score, write_submission
 
 
 def calibration_line(cal: calibrate.Calibration, n: int) -> str:
@@ -174,6 +174,7 @@ def run(cfg: Config) -> Path:
     keep_scores(run_dir, {**meta, "members": [p.as_dict() for p in predicted], "submission": str(written),
                           "val_predictions": {"path": list(val["path"]), "label": [int(v) for v in labels],
                                               "prob": np.asarray(val_probabilities).tolist()}})
+    record_in_ledger(cfg, run_dir)
     print(f"submit: {took_line(timings.elapsed(), steps)}")
     return written
 
@@ -191,3 +192,21 @@ def keep_scores(run_dir: RunDir, meta: dict) -> None:
         build_report(run_dir)
     except Exception as error:  # noqa: BLE001 — the submission matters more than its table
         print(f"submit: warning: the run's report could not be updated ({error}); retry with `make report`")
+
+
+def record_in_ledger(cfg: Config, run_dir: RunDir) -> None:
+    """One row in submissions/ledger.csv (kit/submit/ledger.py) from the metadata just written beside the
+    submission. A failure here is a warning: the submission is written."""
+    import json
+
+    from kit.submit import ledger
+
+    try:
+        meta = json.loads(meta_path(kit_paths.latest_submission(cfg)).read_text())
+        folder = kit_paths.submissions_dir(cfg)
+        row = ledger.submission_row(meta, run_dir.saved_config(), run_dir.report)
+        path = ledger.append(folder, row)
+        ledger.redraw(folder)
+        print(f"submit: recorded in {path}; every submission: {folder / 'index.html'}")
+    except Exception as error:  # noqa: BLE001 — the submission matters more than its ledger row
+        print(f"submit: warning: the submission could not be recorded in the ledger ({error})")

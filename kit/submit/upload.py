@@ -98,10 +98,12 @@ def default_message(submission: Path, meta: dict) -> str:
     return " | ".join(parts)
 
 
-def run(cfg: Config, file: str = "submission.csv", message: str | None = None, api: Any = None) -> Path:
+def run(cfg: Config, file: str = "submission.csv", message: str | None = None, api: Any = None,
+        wait: bool = False, timeout: float = 600) -> Path:
     """Submit `file` to cfg.competition.slug, print Kaggle's answer; return the submitted file's path.
 
-    `api`: a KaggleApi (tests)."""
+    `wait`: poll Kaggle until it has scored the file (at most `timeout` s), print the score beside the
+    validation score and keep it in the ledger. `api`: a KaggleApi (tests)."""
     submission = find_submission(cfg, file)
     data = submission.read_bytes()  # read once: the bytes checked are the bytes hashed
     check_file(cfg, submission, data)
@@ -116,6 +118,33 @@ def run(cfg: Config, file: str = "submission.csv", message: str | None = None, a
     text = own or default_message(submission, meta)
     slug = cfg.competition.slug
     print(f"submitting {submission} to {slug} with message: {text}", flush=True)
-    answer = kaggle_api.submit_file(slug, submission, text, api=api)
+    answer, ref = kaggle_api.submit_file(slug, submission, text, api=api)
     print(f"Kaggle: {answer}", flush=True)
+    record_upload(cfg, data, text, ref)
+    if wait:
+        from kit.submit import ledger, scores
+
+        found = scores.wait(slug, ref, submission.name, text, timeout, api=api)
+        if found:
+            print(f"upload: {scores.score_line(meta, found)}")
+            ledger.update(kit_paths.submissions_dir(cfg), hashlib.sha256(data).hexdigest(), scores.kaggle_values(found))
+            ledger.redraw(kit_paths.submissions_dir(cfg))
     return submission
+
+
+def record_upload(cfg: Config, data: bytes, message: str, ref: str | None) -> None:
+    """The message and Kaggle's submission ref into the file's ledger row (kit/submit/ledger.py), found by the
+    bytes' sha256; a file no ledger row describes (edited, or written by hand) gets a note."""
+    from kit.submit import ledger
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    values = {"message": message, "kaggle_ref": ref, "kaggle_status": "submitted"}
+    try:
+        path = ledger.update(kit_paths.submissions_dir(cfg), sha256, values)
+    except OSError as error:
+        print(f"note: the upload could not be recorded in the ledger ({error})")
+        return
+    if path:
+        ledger.redraw(path.parent)
+    print(f"recorded in {path}" if path else f"note: no row of {kit_paths.submissions_dir(cfg) / ledger.LEDGER} "
+          "describes this file (not written by `make submit`, or edited since), so the upload is not recorded")

@@ -263,7 +263,7 @@ def test_download_403_says_accept_the_rules(tmp_path):
 def test_submit_file_returns_the_answer(tmp_path):
     csv = write(tmp_path / "submission.csv", "id,label\n1,0.5\n")
     api = FakeApi()
-    assert kaggle_api.submit_file(SLUG, csv, "note", api=api) == api.answer
+    assert kaggle_api.submit_file(SLUG, csv, "note", api=api)[0] == api.answer
     assert api.calls == [("submit", str(csv), "note", SLUG)]
 
 

@@ -15,7 +15,7 @@ import pytest
 from kit import paths
 from kit.data.dataset import load_index
 from kit.errors import KitError
-from kit.submit import snapshots, submit
+from kit.submit import ledger, snapshots, submit
 from tests.submit.cli import one_error_line, overrides, refused, run_kit, tree
 from tests.submit.test_predict import damage, make_run
 
@@ -56,6 +56,10 @@ def test_the_runs_own_split_is_scored_not_this_configs(indexed, competition_zip,
     meta = json.loads(Path(cfg.paths.submission + ".json").read_text())
     assert meta["val_split"] == "run" and meta["val_rows"] == len(theirs) and meta["run"] == "seven"
     assert meta["val_accuracy"] == 1.0  # its labels: the fake is right on every cat and dog
+    entry, = ledger.read(paths.submissions_dir(cfg))  # the ledger has its row (kit/submit/ledger.py)
+    assert entry["sha256"] == meta["sha256"] and entry["run"] == "seven" and entry["file"] == Path(meta["file"]).name
+    changes = json.loads(entry["config_changes"])  # against the defaults: the run was made with --set alone
+    assert changes["data.seed"] == 7 and changes["model.backbone"] == "small_cnn" and entry["kaggle_ref"] == ""
 
 
 def test_an_older_run_without_a_split_is_scored_only_on_the_same_seed(indexed, competition_zip, scored, capsys):

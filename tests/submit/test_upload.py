@@ -9,7 +9,7 @@ import pytest
 
 from kit import paths
 from kit.data import kaggle_api
-from kit.submit import upload
+from kit.submit import ledger, upload
 from kit.errors import KitError
 from tests.data.test_kaggle_api import FakeApi, http_error
 from tests.fixtures import image_bytes
@@ -50,6 +50,43 @@ def test_upload_submits_with_a_message_from_the_metadata(cfg, submission, capsys
     assert message == "kit run dvc-20261121-2030 | val log loss 0.0412 | commit abc1234+dirty"
     assert f"Kaggle: {api.answer}" in capsys.readouterr().out
     assert hashlib.sha256(submission.read_bytes()).hexdigest() == before
+
+
+def test_upload_records_its_message_and_ref_in_the_files_ledger_row(cfg, submission, capsys):
+    folder = paths.submissions_dir(cfg)
+    for sha in ("0" * 64, json.loads((folder / "submission.csv.json").read_text())["sha256"]):
+        ledger.append(folder, {"run": "dvc-20261121-2030", "sha256": sha})
+    first = (folder / "ledger.csv").read_text().splitlines()[1]
+    upload.run(cfg, api=FakeApi())
+    other, ours = ledger.read(folder)
+    assert ours["kaggle_ref"] == "1" and ours["message"].startswith("kit run dvc-20261121-2030")
+    assert (folder / "ledger.csv").read_text().splitlines()[1] == first and other["message"] == ""
+    assert "recorded in" in capsys.readouterr().out
+
+
+def test_upload_wait_prints_kaggles_score_beside_validation_and_keeps_it(cfg, submission, capsys, monkeypatch):
+    folder = paths.submissions_dir(cfg)
+    ledger.append(folder, {"run": "dvc-20261121-2030", "sha256": json.loads(
+        (folder / "submission.csv.json").read_text())["sha256"]})
+
+    class ScoringApi(FakeApi):
+        def competition_submissions(self, competition):
+            self.calls.append(("list", competition))
+            status = "COMPLETE" if len(self.calls) > 2 else "PENDING"
+            return [{"ref": 1, "fileName": "submission.csv", "description": "x", "status": status,
+                     "publicScore": "0.0450", "privateScore": "0.0440"}]
+    slept = []
+    monkeypatch.setattr("kit.submit.scores.time.sleep", slept.append)
+    upload.run(cfg, api=ScoringApi(), wait=True, timeout=100)
+    assert slept == [5.0]
+    assert "public 0.0450, private 0.0440 (validation 0.041234)" in capsys.readouterr().out
+    entry, = ledger.read(folder)
+    assert entry["public_score"] == "0.0450" and entry["kaggle_status"] == "COMPLETE" and entry["kaggle_ref"] == "1"
+
+
+def test_an_upload_no_ledger_row_describes_is_noted(cfg, submission, capsys):
+    upload.run(cfg, api=FakeApi())
+    assert "not recorded" in capsys.readouterr().out and not (paths.submissions_dir(cfg) / "ledger.csv").exists()
 
 
 def test_explicit_message_wins(cfg, submission):
