@@ -94,21 +94,28 @@ def test_submission_row_from_the_metadata_submit_writes():
 
 # --- scores back from Kaggle (kit/submit/scores.py), the client faked with both generations' shapes ------------
 
-class Status:  # kaggle 2.x: an enum member
-    def __init__(self, name):
-        self.name = name
-
-
 def v2(ref, status, public="", private="", file_name="submission.csv", description="kit run r1"):
-    """kagglesdk's ApiSubmission: snake_case attributes, scores as strings, status an enum."""
-    import types
-    return types.SimpleNamespace(ref=ref, file_name=file_name, date="2026-12-02T10:00:00", description=description,
-                                 status=Status(status), public_score=public, private_score=private)
+    """kaggle 2.x: kagglesdk's own ApiSubmission (snake_case, scores as strings, status a SubmissionStatus enum)."""
+    ApiSubmission = pytest.importorskip("kagglesdk.competitions.types.competition_api_service").ApiSubmission
+    SubmissionStatus = pytest.importorskip("kagglesdk.competitions.types.submission_status").SubmissionStatus
+    entry = ApiSubmission()
+    entry.ref, entry.file_name, entry.description, entry.status = ref, file_name, description, getattr(
+        SubmissionStatus, status)
+    entry.public_score, entry.private_score = public, private
+    return entry
 
 
 def v16(ref, status, public="", private="", file_name="submission.csv", description="kit run r1"):
-    """kaggle 1.6's Submission: camelCase fields."""
-    return {"ref": ref, "fileName": file_name, "date": "2026-12-02", "description": description, "status": status,
+    """kaggle 1.6's Submission: the JSON's camelCase keys set as attributes, status a lower-case string."""
+    import types
+    return types.SimpleNamespace(ref=ref, fileName=file_name, date="2026-12-02T10:00:00.000Z",
+                                 description=description, status=status.lower(), publicScore=public,
+                                 privateScore=private, totalBytes=100, errorDescription=None)
+
+
+def as_dict(ref, status, public="", private="", file_name="submission.csv", description="kit run r1"):
+    """The same as a plain dict (a JSON answer)."""
+    return {"ref": ref, "fileName": file_name, "description": description, "status": status,
             "publicScore": public, "privateScore": private}
 
 
@@ -124,7 +131,7 @@ class SubmissionsApi:
         return self.answers[min(self.calls, len(self.answers)) - 1]
 
 
-@pytest.mark.parametrize("shape", [v2, v16])
+@pytest.mark.parametrize("shape", [v2, v16, as_dict])
 def test_both_client_generations_read_the_same(shape):
     from kit.submit import scores
     got = scores.submission_fields(shape(7, "COMPLETE", "0.0412", "0.0398"))

@@ -245,3 +245,20 @@ def test_command_line_process_refuses_a_stale_file_in_one_line(submission, tmp_p
     assert one_error_line(done.returncode, done.stderr).startswith(f"{submission} was edited after `make submit` wrote it")
     assert "submitting" not in done.stdout
     assert tree(tmp_path) == before
+
+
+def test_losing_the_network_while_waiting_is_one_line_and_the_upload_stays_recorded(cfg, submission, monkeypatch):
+    import requests
+    folder = paths.submissions_dir(cfg)
+    ledger.append(folder, {"run": "r", "sha256": json.loads((folder / "submission.csv.json").read_text())["sha256"]})
+
+    class OfflineApi(FakeApi):
+        def competition_submissions(self, competition):
+            raise requests.exceptions.ConnectionError("Max retries exceeded")
+    monkeypatch.setattr("kit.submit.scores.time.sleep", lambda s: None)
+    with pytest.raises(KitError, match="cannot reach kaggle.com while listing submissions") as error:
+        upload.run(cfg, api=OfflineApi(), wait=True)
+    assert "\n" not in str(error.value)
+    entry, = ledger.read(folder)
+    assert entry["kaggle_ref"] == "1" and entry["kaggle_status"] == "submitted"  # what was known is kept
+    assert submission.read_text() == GOOD
