@@ -19,6 +19,7 @@ from typing import Any, Callable
 from kit import paths as kit_paths
 from kit.config import Config
 from kit.data import kaggle_api
+from kit.errors import KitError
 from kit.submit import ledger
 
 FIELDS = {"ref": ("ref",), "file_name": ("file_name", "fileName"), "date": ("date",),
@@ -108,7 +109,12 @@ def disagrees(row: dict) -> bool:
 def run(cfg: Config, api: Any = None) -> Path:
     """`kit submissions`: every ledger row refreshed from Kaggle, the table printed best first; the ledger."""
     folder = kit_paths.submissions_dir(cfg)
-    listed = list_submissions(cfg.competition.slug, api)
+    try:
+        listed = list_submissions(cfg.competition.slug, api)
+    except KitError:
+        print("submissions: Kaggle could not be asked (below); the ledger as it is:")
+        print_table(ledger.read(folder))
+        raise
     for row in ledger.read(folder):
         found = find(listed, row.get("kaggle_ref"), row.get("file"), row.get("message", ""))
         if found:

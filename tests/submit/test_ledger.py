@@ -177,7 +177,7 @@ def test_submissions_refreshes_every_row_and_flags_a_disagreement(tmp_path, caps
     assert "much worse than validation" in lines[2] and "much worse" not in lines[1]
 
 
-def test_a_kaggle_error_while_listing_is_the_clients_one_line_message(tmp_path):
+def test_a_kaggle_error_while_listing_is_the_clients_one_line_message(tmp_path, capsys):
     from kit.errors import KitError
     from kit.submit import scores
     from tests.data.test_kaggle_api import http_error
@@ -187,3 +187,4 @@ def test_a_kaggle_error_while_listing_is_the_clients_one_line_message(tmp_path):
     with pytest.raises(KitError, match="I Understand and Accept") as error:
         scores.run(cfg, api=SubmissionsApi(error=http_error(403)))
     assert "\n" not in str(error.value) and (tmp_path / "ledger.csv").read_bytes() == before
+    assert "run1" in capsys.readouterr().out  # the local table is still shown
