@@ -22,19 +22,25 @@ SHOWN = ["time", "file", "run", "val_log_loss", "public_score", "private_score",
          "snapshots", "members", "config_changes", "message"]
 
 
-def _number(text) -> float | None:
+def number(text) -> float | None:
+    """`text` as a float, None when it is empty or not a number (the ledger holds strings)."""
     try:
         return float(text)
     except (TypeError, ValueError):
         return None
 
 
+def kaggle_score(row: dict) -> float | None:
+    """The score a ledger row got on Kaggle: private (a finished competition's final one), else public."""
+    private = number(row.get("private_score"))
+    return private if private is not None else number(row.get("public_score"))
+
+
 def plot(rows: list[dict], out_path: Path) -> Path:
     """Validation log loss (x) against Kaggle's score (y: private, else public), with y = x."""
     fig = Figure(figsize=(5.5, 5), dpi=100)
     ax = fig.add_subplot()
-    points = [(_number(r.get("val_log_loss")), _number(r.get("private_score")) or _number(r.get("public_score")),
-               r.get("run", "")) for r in rows]
+    points = [(number(r.get("val_log_loss")), kaggle_score(r), r.get("run", "")) for r in rows]
     points = [p for p in points if p[0] is not None and p[1] is not None]
     if points:
         xs, ys, names = zip(*points)

@@ -31,50 +31,53 @@ LEDGER = "ledger.csv"
 COLUMNS = ["time", "file", "sha256", "run", "git_commit", "config_digest", "config_changes", "val_log_loss_raw",
            "val_log_loss", "val_log_loss_interval", "calibration", "snapshots", "tta", "members", "refit",
            "report", "message", "kaggle_ref", "kaggle_status", "public_score", "private_score"]
-KAGGLE_COLUMNS = ("message", "kaggle_ref", "kaggle_status", "public_score", "private_score")
 CONFIGS = Path(__file__).resolve().parent.parent.parent / "configs"
 UNCOMPARED = ("paths", "name")  # where files go says nothing about the model
 UNCOMPARED_KEYS = ("train.run_name", "train.plan")  # nor do a run's name and its printed plan
 
 
-def ledger_path(folder: Path, quiet: bool = False) -> Path:
+def ledger_path(folder: Path) -> Path:
     """The ledger to append to: ledger.csv, or the first of ledger-2.csv, ... when the ones before it are
     unreadable (each reported, none touched)."""
     for n in range(1, 1000):
         path = folder / (LEDGER if n == 1 else f"ledger-{n}.csv")
-        problem = unreadable(path)
+        problem = parse(path)[1]
         if problem is None:
             return path
-        if not quiet:
-            print(f"submit: warning: {path} {problem}; it is left as it is and the ledger continues in "
-                  f"{folder / f'ledger-{n + 1}.csv'}")
+        print(f"submit: warning: {path} {problem}; it is left as it is and the ledger continues in "
+              f"{folder / f'ledger-{n + 1}.csv'}")
     raise RuntimeError(f"{folder} holds 999 unreadable ledgers")  # pragma: no cover
 
 
-def unreadable(path: Path) -> str | None:
-    """Why `path` is not a ledger kit can append to (None: it is one, or it does not exist yet)."""
+def parse(path: Path) -> tuple[list[list[str]], str | None]:
+    """(the ledger's rows, header first; why it is not a ledger kit can append to, or None). A missing file is
+    an empty ledger."""
     if not path.exists():
-        return None
+        return [], None
     try:
         text = path.read_text(encoding="utf-8")
         rows = list(csv.reader(io.StringIO(text)))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        return f"cannot be read ({type(error).__name__})"
+        return [], f"cannot be read ({type(error).__name__})"
     if not rows or rows[0] != COLUMNS:
-        return "does not start with the ledger's header line"
+        return [], "does not start with the ledger's header line"
     if not text.endswith("\n"):
-        return "does not end with a complete line"
+        return [], "does not end with a complete line"
     bad = next((i for i, row in enumerate(rows[1:], start=2) if len(row) != len(COLUMNS)), None)
-    return None if bad is None else f"has {len(rows[bad - 1])} fields on line {bad}, not {len(COLUMNS)}"
+    if bad is not None:
+        return [], f"has {len(rows[bad - 1])} fields on line {bad}, not {len(COLUMNS)}"
+    return rows, None
+
+
+def _readable(folder: Path, newest_first: bool = False) -> list[tuple[Path, list[list[str]]]]:
+    """(path, rows) of every readable ledger in `folder`, ledger.csv first (or last)."""
+    paths = sorted(folder.glob("ledger*.csv"), key=_ledger_number, reverse=newest_first)
+    return [(path, rows) for path in paths for rows, problem in [parse(path)] if problem is None and rows]
 
 
 def read(folder: Path) -> list[dict]:
     """Every row of every readable ledger in `folder` (ledger.csv first), as dicts of strings."""
-    rows = []
-    for path in sorted(folder.glob("ledger*.csv"), key=_ledger_number):
-        if path.name.endswith(".csv") and unreadable(path) is None:
-            rows += list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    return rows
+    return [dict(zip(COLUMNS, row)) for _, rows in _readable(folder) for row in rows[1:]]
 
 
 def _ledger_number(path: Path) -> int:
@@ -104,19 +107,25 @@ def append(folder: Path, row: dict) -> Path:
 
 def update(folder: Path, sha256: str, values: dict) -> Path | None:
     """Set `values` (Kaggle's columns) on the newest row whose sha256 is `sha256`; None when no ledger has it."""
-    for path in sorted(folder.glob("ledger*.csv"), key=_ledger_number, reverse=True):
-        if unreadable(path) is not None:
-            continue
-        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
-        match = next((i for i in range(len(rows) - 1, 0, -1) if rows[i][COLUMNS.index("sha256")] == sha256), None)
-        if match is None:
-            continue
-        for key, value in values.items():
-            rows[match][COLUMNS.index(key)] = _text(value)
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(_line(r) for r in rows), encoding="utf-8")
-        return path
-    return None
+    return update_many(folder, {sha256: values}).get(sha256)
+
+
+def update_many(folder: Path, changes: dict[str, dict]) -> dict[str, Path]:
+    """Set each `changes[sha256]` on the newest row with that sha256, each ledger rewritten at most once
+    (temporary name + rename); {sha256: the ledger it was found in}."""
+    column, found = COLUMNS.index("sha256"), {}
+    for path, rows in _readable(folder, newest_first=True):
+        changed = False
+        for i in range(len(rows) - 1, 0, -1):
+            sha256 = rows[i][column]
+            if sha256 in changes and sha256 not in found:
+                for key, value in changes[sha256].items():
+                    rows[i][COLUMNS.index(key)] = _text(value)
+                found[sha256], changed = path, True
+        if changed:
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(_line(r) for r in rows), encoding="utf-8")
+    return found
 
 
 def _text(value) -> str:
@@ -182,11 +191,12 @@ def submission_row(meta: dict, run_config: dict, report: Path | None = None) -> 
             "refit": bool(meta.get("refit")), "report": str(report.resolve()) if report else None}
 
 
-def redraw(folder: Path) -> None:
-    """submissions/index.html from every ledger row (kit/report/ledger_page.py); a failure is a warning."""
+def redraw(folder: Path, rows: list[dict] | None = None) -> None:
+    """submissions/index.html from every ledger row (`rows` when read already; kit/report/ledger_page.py); a
+    failure is a warning."""
     from kit.report.ledger_page import write_page
 
     try:
-        write_page(folder, read(folder))
+        write_page(folder, read(folder) if rows is None else rows)
     except Exception as error:  # noqa: BLE001 — the ledger matters more than its page
         print(f"warning: {folder / 'index.html'} could not be redrawn ({error}); `kit submissions` redraws it")

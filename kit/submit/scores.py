@@ -20,6 +20,7 @@ from kit import paths as kit_paths
 from kit.config import Config
 from kit.data import kaggle_api
 from kit.errors import KitError
+from kit.report.ledger_page import number, kaggle_score
 from kit.submit import ledger
 
 FIELDS = {"ref": ("ref",), "file_name": ("file_name", "fileName"), "date": ("date",),
@@ -98,12 +99,8 @@ def score_line(row: dict, found: dict) -> str:
 
 def disagrees(row: dict) -> bool:
     """Whether the leaderboard score is much worse than the validation score predicted."""
-    try:
-        board = float(row.get("private_score") or row.get("public_score"))
-        val = float(row["val_log_loss"])
-    except (TypeError, ValueError, KeyError):
-        return False
-    return board > val * (1 + DISAGREE) + 0.005
+    board, val = kaggle_score(row), number(row.get("val_log_loss"))
+    return board is not None and val is not None and board > val * (1 + DISAGREE) + 0.005
 
 
 def run(cfg: Config, api: Any = None) -> Path:
@@ -115,22 +112,22 @@ def run(cfg: Config, api: Any = None) -> Path:
         print("submissions: Kaggle could not be asked (below); the ledger as it is:")
         print_table(ledger.read(folder))
         raise
+    changes = {}
     for row in ledger.read(folder):
         found = find(listed, row.get("kaggle_ref"), row.get("file"), row.get("message", ""))
         if found:
-            ledger.update(folder, row["sha256"], kaggle_values(found))
+            changes[row["sha256"]] = kaggle_values(found)
+    ledger.update_many(folder, changes)  # each ledger file rewritten once
     rows = ledger.read(folder)
     print_table(rows)
-    ledger.redraw(folder)
+    ledger.redraw(folder, rows)
     print(f"submissions: {folder / 'index.html'}")
     return folder / ledger.LEDGER
 
 
 def _sort_key(row: dict):
-    try:
-        return (0, float(row.get("private_score") or row.get("public_score")))
-    except (TypeError, ValueError):
-        return (1, 0.0)
+    score = kaggle_score(row)
+    return (1, 0.0) if score is None else (0, score)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -120,31 +120,33 @@ def run(cfg: Config, file: str = "submission.csv", message: str | None = None, a
     print(f"submitting {submission} to {slug} with message: {text}", flush=True)
     answer, ref = kaggle_api.submit_file(slug, submission, text, api=api)
     print(f"Kaggle: {answer}", flush=True)
-    record_upload(cfg, data, text, ref)
+    sha256 = hashlib.sha256(data).hexdigest()
+    recorded = record_upload(cfg, sha256, {"message": text, "kaggle_ref": ref, "kaggle_status": "submitted"})
     if wait:
-        from kit.submit import ledger, scores
+        from kit.submit import scores
 
         found = scores.wait(slug, ref, submission.name, text, timeout, api=api)
         if found:
             print(f"upload: {scores.score_line(meta, found)}")
-            ledger.update(kit_paths.submissions_dir(cfg), hashlib.sha256(data).hexdigest(), scores.kaggle_values(found))
-            ledger.redraw(kit_paths.submissions_dir(cfg))
+            if recorded:
+                record_upload(cfg, sha256, scores.kaggle_values(found))
     return submission
 
 
-def record_upload(cfg: Config, data: bytes, message: str, ref: str | None) -> None:
-    """The message and Kaggle's submission ref into the file's ledger row (kit/submit/ledger.py), found by the
-    bytes' sha256; a file no ledger row describes (edited, or written by hand) gets a note."""
+def record_upload(cfg: Config, sha256: str, values: dict) -> bool:
+    """`values` (the message, Kaggle's ref, status, scores) into the ledger row of the file whose bytes hash to
+    `sha256` (kit/submit/ledger.py); whether a row had it. A file no row describes (edited, or written by hand)
+    gets a note."""
     from kit.submit import ledger
 
-    sha256 = hashlib.sha256(data).hexdigest()
-    values = {"message": message, "kaggle_ref": ref, "kaggle_status": "submitted"}
+    folder = kit_paths.submissions_dir(cfg)
     try:
-        path = ledger.update(kit_paths.submissions_dir(cfg), sha256, values)
+        path = ledger.update(folder, sha256, values)
     except OSError as error:
         print(f"note: the upload could not be recorded in the ledger ({error})")
-        return
+        return False
     if path:
-        ledger.redraw(path.parent)
-    print(f"recorded in {path}" if path else f"note: no row of {kit_paths.submissions_dir(cfg) / ledger.LEDGER} "
-          "describes this file (not written by `make submit`, or edited since), so the upload is not recorded")
+        ledger.redraw(folder)
+    print(f"recorded in {path}" if path else f"note: no row of {folder / ledger.LEDGER} describes this file (not "
+          "written by `make submit`, or edited since), so the upload is not recorded")
+    return path is not None
