@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	@touch $@
 
-.PHONY: help venv demo test download data train submit upload submissions predict export lr-find report bench clean-demo \
+.PHONY: help venv venv-jax demo test test-jax download data train submit upload submissions predict export lr-find report bench clean-demo \
 	kernel-push kernel-status kernel-output plan
 
 help: ## list the targets
@@ -30,8 +30,18 @@ venv: $(VENV)/.installed ## create .venv and install requirements.txt (other tar
 demo: venv ## the whole chain offline on a generated synthetic competition (configs/demo.yaml)
 	$(KIT) demo --config configs/demo.yaml $(if $(strip $(SET)),--set "$(SET)")
 
-test: venv ## run the test suite
-	$(PY) -m pytest -q
+WORKERS ?= 2
+test: venv ## run the test suite on WORKERS=2 processes (the JAX backend's tests: make test-jax)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not jax"
+
+$(VENV)/.jax-installed: requirements-jax.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -r requirements-jax.txt
+	@touch $@
+
+venv-jax: $(VENV)/.jax-installed ## add JAX (CPU) to .venv, for KERAS_BACKEND=jax (Kaggle's TPU image has its own)
+
+test-jax: venv-jax ## the JAX backend's tests: the demo chain, DataParallel on 2 CPU devices, runs across backends
+	KIT_NEED_JAX=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m jax
 
 download: venv ## fetch + extract + verify the competition (Kaggle API; FROM=zip-or-folder for offline)
 	$(KIT) download $(OPTS) $(if $(FROM),--from "$(FROM)")

@@ -215,14 +215,15 @@ def tail(path: str | Path, lines: int = 5) -> str:
 
 
 def run_worker(job: str, args: dict, work: Path, keras_home: str | None = None,
-               timeout: float | None = None) -> dict:
-    """Run `bench.worker` job `job` in a fresh Python process; its result dict plus wall time and ru_maxrss."""
+               timeout: float | None = None, extra_env: dict | None = None) -> dict:
+    """Run `bench.worker` job `job` in a fresh Python process (`extra_env` added to its environment, e.g.
+    KERAS_BACKEND); its result dict plus wall time and ru_maxrss."""
     work.mkdir(parents=True, exist_ok=True)
     stem = f"{job}-{time.strftime('%H%M%S')}-{os.getpid()}-{int(time.perf_counter() * 1000) % 100000}"
     args_file, out_file, log = work / f"{stem}.args.json", work / f"{stem}.out.json", work / f"{stem}.log"
     args_file.write_text(json.dumps(args))
     measured = run_measured([PYTHON, "-m", "bench.worker", job, args_file, out_file], log,
-                            env=bench_env(keras_home), timeout=timeout)
+                            env={**bench_env(keras_home), **(extra_env or {})}, timeout=timeout)
     if measured["returncode"] != 0 or not out_file.is_file():
         why = "timed out" if measured["timed_out"] else f"exit {measured['returncode']}"
         raise RuntimeError(f"bench job {job} failed ({why}): {tail(log)}")

@@ -30,7 +30,7 @@ from bench import common, document, images  # noqa: E402
 from bench.common import load, run_worker  # noqa: E402
 from bench.document import measuring_arguments, rendered  # noqa: E402
 
-SECTIONS = ("pipeline", "cache", "parallelism", "features", "device", "end_to_end", "scaling")
+SECTIONS = ("pipeline", "cache", "parallelism", "features", "device", "backend", "end_to_end", "scaling")
 ON_REQUEST = tuple(document.S.ON_REQUEST)  # ("full",): only `--only full` runs it, never a default run
 
 # Many short passes taking turns rather than a few long ones: other jobs' load changes by the minute here.
@@ -38,6 +38,7 @@ FULL = {"pipeline_images": 600, "repeats": 5, "cache_images": 1000, "parallel_im
         "feature_images": 320, "feature_repeats": 4, "image_size": 224, "batch_size": 32,
         "device": {"image_size": 224, "batch_size": 8, "max_steps": 3, "budget_seconds": 45.0}, "device_timeout": 480,
         "distribute": {"image_size": 128, "batch_size": 16, "steps": 6, "rounds": 16},
+        "backend": {"image_size": 224, "batch_size": 32, "steps": 4, "rounds": 3, "predict_images": 256},
         "scaling": [1000, 2000, 4000, 8000], "scaling_unique": 400, "scaling_picture": 256, "timeout": 1800}
 QUICK = {"pipeline_images": 64, "repeats": 1, "cache_images": 64, "parallel_images": 64, "parallel_repeats": 1,
          "feature_images": 32, "feature_repeats": 1, "image_size": 224, "batch_size": 16,
@@ -86,8 +87,8 @@ class Bench:
             return f"real photos from {self.real_zip.name} (train.zip)"
         return "synthetic photo-like 500x375 JPEGs (set KIT_REAL_COMPETITION for real photos)"
 
-    def worker(self, job: str, args: dict, timeout: float | None = None) -> dict:
-        return run_worker(job, args, self.work / "jobs", self.keras_home, timeout or self.size["timeout"])
+    def worker(self, job: str, args: dict, timeout: float | None = None, extra_env: dict | None = None) -> dict:
+        return run_worker(job, args, self.work / "jobs", self.keras_home, timeout or self.size["timeout"], extra_env)
 
     # ---- sections -------------------------------------------------------------------------------
 
@@ -144,6 +145,30 @@ class Bench:
             if "timed out" not in str(error):
                 raise
             return {"timed_out": True, "timeout": timeout}
+
+    def backend(self) -> dict:
+        """JAX vs TensorFlow: speed workers in the order TF, JAX, JAX, TF; the demo and a short real run on each."""
+        from bench import backend_bench
+
+        args = {**self.size["backend"], "weights": self.weights}
+        speed = {name: [] for name in backend_bench.BACKENDS}
+        for name in ("tensorflow", "jax", "jax", "tensorflow"):
+            speed[name].append(self.worker("backend_speed", args, extra_env=backend_bench.backend_vars(name)))
+        scores = {}
+        if not self.args.quick:
+            for name in backend_bench.BACKENDS:
+                scores[name] = {"demo": backend_bench.demo_score(self.work / "backend", name, self.size["timeout"])}
+                if self.real_zip and self.keras_home:
+                    scores[name]["real"] = backend_bench.real_score(self.real_zip, self.work / "backend",
+                                                                    self.keras_home, name, self.size["timeout"])
+        return {"speed": speed, "scores": scores, "real_run": backend_bench.REAL_RUN}
+
+    def backend_skip_reason(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("jax") is None:
+            return "JAX is not installed in this environment: `make venv-jax`, then `--only backend`."
+        return None
 
     def end_to_end(self) -> dict:
         from bench import end_to_end

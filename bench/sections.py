@@ -8,6 +8,7 @@ results.json (`bench/run.py --from-json`) and tested on made-up numbers.
 from __future__ import annotations
 
 from bench.rows import Built, Row  # noqa: F401 — the document's cells
+from bench.sections_backend import backend
 from bench.sections_full import full
 from bench.sections_input import cache, parallelism, pipeline
 from bench.sections_model import device, end_to_end, features, scaling
@@ -18,6 +19,7 @@ TITLES = {
     "parallelism": "1c. tf.data parallelism and prefetch: AUTOTUNE vs fixed",
     "features": "2. Feature extraction through MobileNetV2",
     "device": "3. XLA, mixed precision and tf.distribute on this CPU (the `auto` defaults)",
+    "backend": "3b. Keras on JAX vs Keras on TensorFlow on this CPU (`KERAS_BACKEND`)",
     "end_to_end": "4. End to end on the real mini competition",
     "scaling": "5. Scaling: index + cache + features at growing image counts",
     "full": "6. Full size: 25,000 train and 12,500 test images on this machine",
@@ -45,4 +47,4 @@ METHOD = [
 
 
 BUILDERS = {"pipeline": pipeline, "cache": cache, "parallelism": parallelism, "features": features,
-            "device": device, "end_to_end": end_to_end, "scaling": scaling, "full": full}
+            "device": device, "backend": backend, "end_to_end": end_to_end, "scaling": scaling, "full": full}

@@ -24,6 +24,7 @@ JOBS = {
     "train_step": ("bench.device_bench", "train_step"),
     "distribute_fit": ("bench.device_bench", "distribute_fit"),
     "scaling": ("bench.scaling", "scale_once"),
+    "backend_speed": ("bench.backend_bench", "speed"),
     "sleep": ("bench.worker", "sleep"),  # the harness's own smoke test
 }
 

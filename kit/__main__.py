@@ -65,6 +65,8 @@ ARGUMENTS = {
                                  help="push: upload and start the kernel; status: poll it; output: bring it back")),
                [(["--gpu"], dict(dest="accelerator", action="store_const", const="gpu", default=None,
                                  help="push: Kaggle's GPU machine, two T4s (default: kernel.accelerator)")),
+                (["--tpu"], dict(dest="accelerator", action="store_const", const="tpu",
+                                 help="push: Kaggle's TPU v5e-8, kit on the JAX backend (KERAS_BACKEND=jax)")),
                 (["--cpu"], dict(dest="accelerator", action="store_const", const="cpu", help="push: a CPU machine"))],
                (["--dry-run"], dict(dest="dry_run", action="store_true", help="push: write the bundle, push nothing")),
                (["--kernel"], dict(default=None, metavar="OWNER/SLUG",
@@ -139,7 +141,11 @@ def import_tensorflow_quietly() -> None:
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Its devices too: CUDA's "failed call to cuInit" (an error-level line on a machine without a GPU)
+            # is printed when they are first listed, which on the JAX backend is the first tf.data pipeline.
+            tensorflow.config.list_physical_devices("GPU")
         except BaseException:
             os.dup2(saved, 2)
             sink.seek(0)

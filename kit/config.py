@@ -108,15 +108,16 @@ class TrainConfig:
     warmup_epochs: float = setting(0.0, min=0.0)
     weight_decay: float = setting(0.0, min=0.0)
     label_smoothing: float = setting(0.0, min=0.0, below=1.0)
-    jit_compile: Auto = setting("auto", resume=False)  # auto: on with a GPU/TPU, off on a CPU (BENCHMARKS.md, 3)
-    mixed_precision: Auto = setting("auto")  # auto: mixed_float16 on a GPU, float32 elsewhere
+    jit_compile: Auto = setting("auto", resume=False)  # auto: on with a GPU/TPU or on JAX, off on a CPU (BENCHMARKS.md, 3)
+    mixed_precision: Auto = setting("auto")  # auto: mixed_float16 on a GPU, mixed_bfloat16 on a TPU, else float32
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
     folds: int = setting(0, min=0, max=20)  # head=features: k heads on k folds, averaged (kit/train/folds.py); 0 = one
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
     refit_all: Auto = setting(False)  # then again on train + validation (kit/train/refit.py); auto: head-only runs
     members: list[str] = setting([])  # more models on the split, averaged by submit (kit/train/members.py)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py
-    distribute: Literal["auto", "none", "mirrored"] = setting("auto", resume=False)  # auto: mirrored on 2+ GPUs
+    # auto: TensorFlow's mirrored on 2+ GPUs, JAX's data_parallel on 2+ devices (kit/model/device.py)
+    distribute: Literal["auto", "none", "mirrored", "data_parallel"] = setting("auto", resume=False)
     plan: bool = setting(True, resume=False)  # train and submit start with `kit plan`'s lines (a cached probe)
 
 
@@ -155,7 +156,7 @@ class ExportConfig:
 class KernelConfig:
     owner: str = setting("", resume=False)  # your Kaggle user name (empty: the one your credentials sign in as)
     slug: str = setting("", resume=False)  # the kernel's slug (empty: kit-<config name>)
-    accelerator: Literal["gpu", "cpu"] = setting("gpu", resume=False)  # gpu: Kaggle's T4 x2
+    accelerator: Literal["gpu", "tpu", "cpu"] = setting("gpu", resume=False)  # gpu: T4 x2; tpu: v5e-8 on JAX
     wait_minutes: float = setting(720.0, above=0.0, resume=False)  # `kit kernel status` polls this long at most,
     poll_seconds: float = setting(30.0, min=1.0, resume=False)  # at most this long between two calls
 

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -20,14 +21,23 @@ from kit.fsutil import write_text_atomic
 def library_versions() -> dict:
     """Versions of what produced an output, read from package metadata (no heavy imports)."""
     versions = {"python": platform.python_version()}
-    for package in ("kit", "tensorflow", "keras", "keras-cv", "numpy", "pandas", "pillow", "kaggle"):
+    for package in ("kit", "tensorflow", "keras", "keras-cv", "jax", "jaxlib", "numpy", "pandas", "pillow", "kaggle"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
     versions["kit"] = versions["kit"] or __import__("kit").__version__
+    versions["keras_backend"] = keras_backend()
     versions["git_commit"] = git_commit()
     return versions
+
+
+def keras_backend() -> str:
+    """The backend Keras runs on in this process (read from Keras once imported, else as it will choose it)."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
 def git_commit() -> str | None:

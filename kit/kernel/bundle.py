@@ -36,7 +36,10 @@ from kit.provenance import git_commit
 SCRIPT_NAME = "kit_kernel.py"
 SETTINGS_LINE = "SETTINGS: dict = {}  # filled in by kit.kernel.bundle (this line is replaced)"
 STAGES = ["download", "train", "submit"]
-MACHINE = {"gpu": "NvidiaTeslaT4", "cpu": None}  # NvidiaTeslaT4 is two T4s; P100 is retired
+MACHINE = {"gpu": "NvidiaTeslaT4", "tpu": "TpuV5E8", "cpu": None}  # NvidiaTeslaT4 is two T4s; P100 is retired
+# The Keras backend each machine's stages run on: Kaggle's TPU image has tensorflow-cpu and jax[tpu], and only
+# JAX reaches the TPU (kit/model/backend.py); there train.distribute=auto is DataParallel over its 8 cores.
+BACKEND = {"gpu": "tensorflow", "tpu": "jax", "cpu": "tensorflow"}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{3,48}[a-z0-9]$")  # Kaggle's slugs: 5-50 of a-z, 0-9 and '-'
 NOTEBOOK_KEYS = ("paths", "competition.kaggle_input")  # set by Notebook mode inside the kernel, not by us
 
@@ -88,21 +91,22 @@ def kernel_config(cfg: Config) -> dict:
     return data
 
 
-def script_text(cfg: Config, wheel: str, weights_file: str, pushed: str) -> str:
+def script_text(cfg: Config, wheel: str, weights_file: str, pushed: str, accelerator: str = "gpu") -> str:
     """kit/kernel/script.py with its SETTINGS line replaced by this config's settings."""
     template = Path(script_template.__file__).read_text()
     if template.count(SETTINGS_LINE) != 1:
         raise AssertionError(f"{script_template.__file__} must hold the line {SETTINGS_LINE!r} once")
     settings = {"config_name": cfg.name, "config_yaml": yaml.safe_dump(kernel_config(cfg), sort_keys=False),
                 "wheel": wheel, "weights_file": weights_file, "stages": STAGES, "pushed": pushed,
-                "kit": kit.__version__, "commit": git_commit()}
+                "kit": kit.__version__, "commit": git_commit(), "keras_backend": BACKEND[accelerator]}
     return template.replace(SETTINGS_LINE, f"SETTINGS: dict = {json.dumps(settings, indent=4)}")
 
 
 def kernel_metadata(cfg: Config, ref: str, datasets: list[Dataset], accelerator: str) -> dict:
     """kernel-metadata.json; every switch set explicitly (the client's defaults differ from its docs)."""
     meta = {"id": ref, "title": ref.split("/")[1], "code_file": SCRIPT_NAME, "language": "python",
-            "kernel_type": "script", "is_private": True, "enable_gpu": accelerator == "gpu", "enable_tpu": False,
+            "kernel_type": "script", "is_private": True, "enable_gpu": accelerator == "gpu",
+            "enable_tpu": accelerator == "tpu",
             "enable_internet": False, "dataset_sources": [d.ref for d in datasets],
             "competition_sources": [cfg.competition.slug], "kernel_sources": [], "model_sources": []}
     if MACHINE[accelerator]:
@@ -145,7 +149,7 @@ def build(cfg: Config, owner: str, accelerator: str, weight_files: list[Path], r
         kernel_folder = folder / "kernel"
         kernel_folder.mkdir()
         own_file = weight_files[0].name if cfg.model.weights not in ("imagenet", "none") else ""
-        (kernel_folder / SCRIPT_NAME).write_text(script_text(cfg, wheel.name, own_file, pushed))
+        (kernel_folder / SCRIPT_NAME).write_text(script_text(cfg, wheel.name, own_file, pushed, accelerator))
         ref = f"{owner}/{slug}"
         meta = kernel_metadata(cfg, ref, datasets, accelerator)
         (kernel_folder / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -54,12 +54,15 @@ def main() -> int:
     working.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="kit-kernel-"))
     print(f"kit kernel: config {SETTINGS['config_name']}, pushed {SETTINGS['pushed']} (kit {SETTINGS['kit']}, "
-          f"commit {SETTINGS['commit'] or 'unknown'}); scratch {scratch}", flush=True)
+          f"commit {SETTINGS['commit'] or 'unknown'}, Keras backend {SETTINGS.get('keras_backend') or 'tensorflow'}); "
+          f"scratch {scratch}", flush=True)
     install(find_file(root / "input", SETTINGS["wheel"]), scratch / "lib")
     config = scratch / f"{SETTINGS['config_name']}.yaml"  # the file's name is the config's name (run names)
     config.write_text(SETTINGS["config_yaml"])
     weights = find_file(root / "input", SETTINGS["weights_file"]) if SETTINGS["weights_file"] else None
+    # KERAS_BACKEND: jax on the TPU machine (TensorFlow cannot reach its cores there), else tensorflow
     env = dict(os.environ, KIT_KAGGLE_ROOT=str(root), KIT_SOURCE_COMMIT=SETTINGS["commit"] or "",
+               KERAS_BACKEND=SETTINGS.get("keras_backend") or "tensorflow",
                PYTHONPATH=os.pathsep.join(filter(None, [str(scratch / "lib"), os.environ.get("PYTHONPATH")])))
     done: dict = {"config": SETTINGS["config_name"], "stages": {}, "status": "running"}
     for stage in SETTINGS["stages"]:

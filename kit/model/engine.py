@@ -10,7 +10,8 @@ its variables frozen into constants and the graph converted in memory (`TFLiteCo
 goes through a SavedModel on disk and is several times slower).
 
 `train.feature_engine`: `auto` (TFLite without an accelerator, Keras with a GPU/TPU, since the
-interpreter runs on the CPU only), `tflite` or `keras`. The engine is part of the features' cache key.
+interpreter runs on the CPU only, and Keras on the JAX backend: the conversion traces the model as
+TensorFlow), `tflite` (TensorFlow backend only) or `keras`. The engine is part of the features' cache key.
 The same function runs a whole trained model when `submit` or `predict` has many images
 (kit.model.inference.ENGINE_MIN_IMAGES).
 """
@@ -36,12 +37,14 @@ TFLITE_BATCH = 8  # measured: 8-16 images per call beat 32 and 64 (cache-friendl
 
 def engine_name(cfg: Config) -> str:
     """'tflite' or 'keras': what computes this machine's features under `train.feature_engine`."""
+    from kit.model import backend
+
     choice = cfg.train.feature_engine  # checked at load: auto, tflite or keras
+    if choice == "tflite":
+        backend.require_tensorflow("train.feature_engine=tflite", "set train.feature_engine=auto (Keras on JAX)")
     if choice != "auto":
         return choice
-    from kit.model.device import accelerator
-
-    return "keras" if accelerator() else "tflite"
+    return "keras" if backend.accelerator() or not backend.is_tensorflow() else "tflite"
 
 
 _COPIES: "weakref.WeakKeyDictionary[keras.Model, tuple[str, TFLiteRunner]]" = weakref.WeakKeyDictionary()
@@ -57,7 +60,9 @@ def model_function(cfg: Config, model: keras.Model, saved: Path | None = None,
     its name must carry the digest.
     """
     if engine_name(cfg) == "keras":
-        return lambda batch: np.asarray(model.predict_on_batch(batch))
+        from kit.model.device import forward
+
+        return forward(model)
     digest = digest or weights_digest(model.weights)
     cached = _COPIES.get(model)
     if cached is None or cached[0] != digest:

@@ -32,10 +32,10 @@ def predict_views(cfg: Config, model, images: np.ndarray | None, paths: Sequence
     """
     from tqdm import tqdm
 
-    from kit.model import engine
+    from kit.model import device, engine
     from kit.data.pipeline import prediction_stream
 
-    forward = engine.model_function(cfg, model) if len(paths) >= ENGINE_MIN_IMAGES else model.predict_on_batch
+    forward = engine.model_function(cfg, model) if len(paths) >= ENGINE_MIN_IMAGES else device.forward(model)
     total = None
     for view in views:
         stream = prediction_stream(cfg, images, len(paths), paths, view=view)

@@ -22,6 +22,7 @@ import math
 import warnings
 
 import keras
+import numpy as np
 
 from kit.errors import KitError
 
@@ -163,6 +164,22 @@ def sgdr_schedule(base_lr: float, steps_per_epoch: int, cycle_epochs: float, cyc
         base_lr, first_decay_steps=first_cycle, t_mul=cycle_mult, m_mul=1.0, alpha=alpha)
     warmup_steps = round(warmup_epochs * steps_per_epoch)
     return LinearWarmup(schedule, warmup_steps) if warmup_steps > 0 else schedule
+
+
+def schedule_values(schedule, steps) -> np.ndarray:
+    """The rate of `schedule` at each of `steps` (float64), computed in one compiled call on either backend
+    (step by step: Keras' restart schedule does not broadcast over a vector of steps)."""
+    steps = np.asarray(steps, np.float32)
+    if not len(steps):
+        return np.zeros(0)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.jit(jax.vmap(lambda s: keras.ops.cast(schedule(s), "float32")))(steps), np.float64)
+    import tensorflow as tf
+
+    each_step = tf.function(lambda s: tf.map_fn(lambda i: tf.cast(schedule(i), tf.float32), s))
+    return each_step(tf.constant(steps)).numpy().astype(np.float64)
 
 
 def epochs_for_cycles(cycle_epochs: float, cycle_mult: float, n_cycles: int) -> float:

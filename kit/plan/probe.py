@@ -35,10 +35,11 @@ STEPS = 5  # timed train steps per stage, after two untimed ones
 def probe_key(cfg: Config, n_classes: int, finetune: bool, head: str) -> dict:
     import tensorflow as tf
 
-    from kit.model import device, engine
+    from kit.model import backend, device, engine
 
+    devices = [d.platform for d in backend.jax_devices()] or [d.device_type for d in tf.config.list_logical_devices()]
     return {"version": VERSION, "host": platform.node(), "cpus": engine.cpu_cores(), "tf": tf.__version__,
-            "devices": [d.device_type for d in tf.config.list_logical_devices()],
+            "backend": backend.name(), "devices": devices,
             "model": asdict(cfg.model), "augment": asdict(cfg.augment), "size": cfg.data.image_size,
             "batch": cfg.data.batch_size, "engine": engine.engine_name(cfg), "jit": device.jit_compile(cfg),
             "mixed": cfg.train.mixed_precision, "distribute": cfg.train.distribute, "classes": n_classes,
@@ -144,7 +145,7 @@ def train_rate(cfg: Config, model, images: np.ndarray, labels: np.ndarray, unfro
     compile_model(model, chosen, cfg, n_classes)
     # Batches pulled from the live stream while training, as fit() does: the augmentation's map competes with
     # the step for the same cores (batches made beforehand put a fine-tune epoch at 0.8x its time).
-    stream = iter(training_stream(cfg, images, label_array(labels, n_classes)).repeat())
+    stream = training_stream(cfg, images, label_array(labels, n_classes)).repeat().as_numpy_iterator()
     started = time.perf_counter()
     model.train_on_batch(*next(stream))  # traces the step: the first epoch's extra cost
     warmup = time.perf_counter() - started
@@ -219,7 +220,7 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     import keras
 
     from kit.data.pipeline import decoded_stream
-    from kit.model import engine, features
+    from kit.model import device, engine, features
     from kit.model.backbones import build_model
 
     started = time.perf_counter()
@@ -246,7 +247,7 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
         engine.to_tflite(model)
     rates["model_convert_s"] = time.perf_counter() - full_started
     if finetune or head == "images":
-        rates["keras_warmup_s"], rates["keras"] = timed_calls(model.predict_on_batch, pixels[:batch], 2)
+        rates["keras_warmup_s"], rates["keras"] = timed_calls(device.forward(model), pixels[:batch], 2)
     if head == "images":
         rates["frozen_warmup_s"], rates["frozen"] = train_rate(cfg, model, images, labels, False, n_classes)
     if head == "features":  # "none": submit only needs the decoder and the engine

@@ -12,7 +12,8 @@ put in place only when every check passed; only kit's own files are written or r
   model_dynamic.tflite   TFLite with int8 weights (dynamic-range quantization): about a quarter
   labels.txt             one class per line: line i names output column i
   export.json            the input/output contract, the classes, each file's size and measured difference
-export.formats picks the model files (keras, saved_model, tflite, tflite_float16, tflite_dynamic).
+export.formats picks the model files (keras, saved_model, tflite, tflite_float16, tflite_dynamic); all but
+keras need the TensorFlow backend (on JAX: KERAS_BACKEND=tensorflow make export, the weights read the same).
 
 Every model takes raw RGB pixels, float32 [N, H, W, 3] in 0..255 at the run's image size: resizing
 to H x W is the caller's job, the backbone's normalisation is inside the model. Every model returns
@@ -38,6 +39,7 @@ from kit.config import Config
 from kit.data.dataset import load_index
 from kit.data.user_images import read_images
 from kit.errors import KitError
+from kit.model import backend
 from kit.provenance import library_versions
 from kit.runs import RunDir
 from kit.submit.export_folder import MARKER, check_target, staged
@@ -224,6 +226,9 @@ def contract(run_dir: RunDir, classes: list[str], size: int, report: dict, sourc
 def run(cfg: Config, run_name: str | None = None, out: str | None = None) -> Path:
     """Export a run (default: submit.run, else the newest) into `out` (default: <run>/export); return the folder."""
     formats = checked_formats(cfg)
+    tensorflow_only = [f for f in formats if f != "keras"]  # traced as TensorFlow graphs
+    if tensorflow_only:
+        backend.require_tensorflow(f"exporting {', '.join(tensorflow_only)}", "set export.formats=[keras]")
     run_dir = RunDir.find(cfg, run_name)
     final = Path(out) if out else run_dir.export
     check_target(final, "--out" if out else None)  # before the slow part, and before anything is written

@@ -36,7 +36,7 @@ from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.fsutil import write_text_atomic
 from kit.plan.estimate import print_plan, took_line
-from kit.model import calibrate, device, features, inference
+from kit.model import backend, calibrate, device, engine, features, inference
 from kit.model.metrics import log_loss
 from kit.runs import RunDir
 from kit.train.members import check_members, distinct_members, train_members
@@ -48,6 +48,8 @@ def check_plan(cfg: Config, index) -> None:
     """Refuse a run that cannot work, before any image is read."""
     check_consistency(cfg)  # the rules between keys load_config checks, again for a config changed since
     check_members(cfg)
+    device.check_choice(cfg)
+    engine.engine_name(cfg)  # train.feature_engine=tflite is refused on JAX here, not after a run folder exists
     if len(index.val) == 0:
         raise KitError("training keeps the best epoch by validation log loss: set data.val_fraction above 0")
 
@@ -56,6 +58,7 @@ def prepare_run(cfg: Config, index, run_dir: RunDir, resuming: bool) -> None:
     """Continue an unfinished run (its logs trimmed to the last completed epoch) or start one anew."""
     if resuming:
         check_same_split(run_dir, index)
+        note_backend_change(run_dir)
         done = run_dir.completed_epochs(cfg.train.head_epochs)
         run_dir.trim_logs(done)
         print(f"train: resuming run {run_dir.name} after epoch {done} (same config; train.resume=false starts anew)")
@@ -75,6 +78,18 @@ def check_same_split(run_dir: RunDir, index) -> None:
         raise KitError(f"cannot resume run {run_dir.name}: its validation images changed since it started "
                        f"({len(now - before)} added, {len(before - now)} gone; images added, removed or "
                        f"quarantined): start a new run with --set train.resume=false")
+
+
+def note_backend_change(run_dir: RunDir) -> None:
+    """A run continues on another Keras backend: its checkpoints and backups are Keras files, read the same by
+    both (nothing needs refusing); the note says where its epochs came from. It records the first backend."""
+    try:
+        started_on = json.loads(run_dir.versions_file.read_text()).get("keras_backend") or "tensorflow"
+    except (OSError, ValueError):
+        return
+    if started_on != backend.name():
+        print(f"train: run {run_dir.name} started on the {started_on} backend and continues on {backend.name()} "
+              f"(its checkpoints read the same on both)")
 
 
 def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
@@ -136,6 +151,7 @@ def write_report(run_dir: RunDir) -> None:
 def run(cfg: Config) -> Path:
     """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
     cfg = features.run_config(cfg)  # a head-only run may work at its own image size (saved with the run)
+    backend.check_supported()
     index = load_index(cfg)
     check_plan(cfg, index)
     timings.reset()

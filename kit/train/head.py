@@ -21,7 +21,7 @@ from kit.data.pipeline import prefetched
 from kit.errors import KitError
 from kit.fsutil import write_text_atomic
 from kit.model import device, features
-from kit.model.optim import sgdr_schedule
+from kit.model.optim import schedule_values, sgdr_schedule
 from kit.runs import RunDir
 from kit.train.callbacks import BestEpoch, EpochExtras
 from kit.train.recipe import compile_model, label_array, optimizer
@@ -82,7 +82,7 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
     schedule = sgdr_schedule(t.head_lr, steps_per_epoch, t.head_epochs, 1.0, t.warmup_epochs)
     # Under the full model's strategy (a MirroredStrategy's variables take updates only inside its scope); the
     # default strategy for a model built without one. data.batch_size is the global batch here too.
-    strategy = model.distribute_strategy
+    strategy = device.model_strategy(model)
     with strategy.scope():
         head = features.head_model(model)
         compile_model(head, optimizer(cfg, schedule), cfg, n_classes)
@@ -111,11 +111,6 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
 
 
 def _write_lr_csv(run_dir: RunDir, schedule, steps_per_epoch: int, epochs: int) -> None:
-    import tensorflow as tf
-
     steps = np.arange(steps_per_epoch * epochs)
-    # Step by step (the restart schedule does not broadcast over a vector), inside one graph: fast.
-    each_step = tf.function(lambda s: tf.map_fn(lambda i: tf.cast(schedule(i), tf.float32), s))
-    rates = each_step(tf.constant(steps, tf.float32)).numpy().astype(float) if len(steps) else np.zeros(0)
-    frame = pd.DataFrame({"step": steps, "epoch": steps // steps_per_epoch, "lr": rates})
+    frame = pd.DataFrame({"step": steps, "epoch": steps // steps_per_epoch, "lr": schedule_values(schedule, steps)})
     write_text_atomic(run_dir.lr, frame.to_csv(index=False))

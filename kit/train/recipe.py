@@ -28,14 +28,19 @@ def label_array(labels: np.ndarray, n_classes: int) -> np.ndarray:
 def compile_model(model: keras.Model, chosen_optimizer, cfg: Config, n_classes: int) -> None:
     """Loss, metrics (accuracy, log_loss: what metrics.csv logs and the best epoch is chosen by) and XLA."""
     smoothing = cfg.train.label_smoothing
+    # Under DataParallel a short batch is padded at sample weight 0 (kit/model/device.py): the mean over the real
+    # rows only, so its step is the one a single device takes.
+    reduction = "mean_with_sample_weight" if device.data_parallel_devices() > 1 else "sum_over_batch_size"
     if n_classes == 2:
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing, reduction=reduction)
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.BinaryCrossentropy(name="log_loss")]
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing, reduction=reduction)
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.CategoricalCrossentropy(name="log_loss")]
-    model.compile(optimizer=chosen_optimizer, loss=loss, metrics=metrics, jit_compile=device.jit_compile(cfg))
+    # ... and the metrics weighted too (Keras' `metrics` ignore sample weights, `weighted_metrics` use them)
+    by_kind = {"weighted_metrics" if reduction == "mean_with_sample_weight" else "metrics": metrics}
+    model.compile(optimizer=chosen_optimizer, loss=loss, **by_kind, jit_compile=device.jit_compile(cfg))
 
 
 def optimizer(cfg: Config, learning_rate, multipliers: dict[str, float] | None = None) -> keras.optimizers.Optimizer:

@@ -29,11 +29,9 @@ class Trainer:
     """One run's moving parts: its folder, the index, the model, the best epoch; image streams when needed."""
 
     def __init__(self, cfg: Config, run_dir: RunDir, index, strategy=None):
-        import tensorflow as tf
-
         self.cfg, self.run_dir, self.index = cfg, run_dir, index
         self.n_classes = len(index.classes)
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = strategy or device.default_strategy()
         with self.strategy.scope():  # its variables are mirrored under a MirroredStrategy
             self.model = build_model(cfg, self.n_classes)
         self.best = BestEpoch(run_dir.best_model, **run_dir.earlier_best())

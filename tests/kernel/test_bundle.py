@@ -65,9 +65,19 @@ def test_bundle_metadata_sets_every_switch_and_embeds_the_config(tmp_path):
     embedded = load_config(tmp_path / "demo.yaml")  # a config kit loads, with the pushed values
     assert embedded.train.finetune_epochs == 2 and embedded.model.backbone == "small_cnn"
     assert embedded.paths.runs_dir == "runs" and embedded.competition.kaggle_input == "/kaggle/input"
+    assert settings["keras_backend"] == "tensorflow"
     cpu = bundle.build(cfg, "alice", "cpu", [], tmp_path / "kernels")
     meta = json.loads((cpu.kernel_folder / "kernel-metadata.json").read_text())
     assert meta["enable_gpu"] is False and "machine_shape" not in meta
+
+
+def test_a_tpu_bundle_asks_for_the_v5e_8_and_runs_its_stages_on_jax(tmp_path):
+    built = bundle.build(demo_config(tmp_path), "alice", "tpu", [], tmp_path / "kernels")
+    meta = json.loads((built.kernel_folder / "kernel-metadata.json").read_text())
+    assert meta["enable_tpu"] is True and meta["enable_gpu"] is False and meta["machine_shape"] == "TpuV5E8"
+    namespace: dict = {}
+    exec(compile((built.kernel_folder / "kit_kernel.py").read_text(), "kit_kernel.py", "exec"), namespace)
+    assert namespace["SETTINGS"]["keras_backend"] == "jax"  # the script's stages get KERAS_BACKEND=jax
 
 
 def test_a_weights_file_of_ones_own_is_attached_and_found_by_name(tmp_path):
@@ -117,11 +127,12 @@ def test_a_failed_build_leaves_the_previous_bundle_whole(tmp_path, monkeypatch):
 
 
 def test_dry_run_from_the_command_line_writes_the_bundle(tmp_path):
-    result = run_kit(tmp_path, "kernel", "push", "--dry-run", "--cpu", "--config", DEMO, *overrides(tmp_path))
+    result = run_kit(tmp_path, "kernel", "push", "--dry-run", "--tpu", "--config", DEMO, *overrides(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "dry run: nothing pushed" in result.stdout and "kernel bundle" in result.stdout
+    assert "(TpuV5E8)" in result.stdout
     meta = json.loads((tmp_path / "kernels" / "kit-demo" / "bundle" / "kernel" / "kernel-metadata.json").read_text())
-    assert meta["enable_gpu"] is False and meta["enable_internet"] is False
+    assert meta["enable_gpu"] is False and meta["enable_tpu"] is True and meta["enable_internet"] is False
     assert not (tmp_path / "kernels" / "kit-demo" / "push.json").exists()
 
 

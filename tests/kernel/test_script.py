@@ -24,9 +24,13 @@ SLUG = "dogs-vs-cats-redux-kernels-edition"
 
 
 @pytest.mark.slow
-def test_the_kernel_script_runs_the_chain_on_a_fake_kaggle_and_output_brings_it_back(tmp_path, competition_zip):
+@pytest.mark.parametrize("machine", ["gpu", pytest.param("tpu", marks=pytest.mark.jax)])
+def test_the_kernel_script_runs_the_chain_on_a_fake_kaggle_and_output_brings_it_back(tmp_path, competition_zip, machine):
+    """gpu: the stages on TensorFlow; tpu: on JAX (KERAS_BACKEND=jax, as on Kaggle's TPU image), here on the CPU."""
+    if machine == "tpu" and not os.environ.get("KIT_NEED_JAX"):
+        pytest.importorskip("jax", reason="JAX is not installed (pip install jax): its CI job installs it")
     cfg = load_config(str(ROOT / "configs" / "demo.yaml"), [*output_paths(tmp_path), "train.finetune_epochs=3"])
-    built = bundle.build(cfg, "alice", "gpu", [], tmp_path / "kernels")
+    built = bundle.build(cfg, "alice", machine, [], tmp_path / "kernels")
     root = tmp_path / "kaggle"
     mount(competition_zip, root / "input" / "competitions" / SLUG, "files")
     attached = root / "input" / "datasets" / "alice" / "kit-code"
@@ -34,12 +38,14 @@ def test_the_kernel_script_runs_the_chain_on_a_fake_kaggle_and_output_brings_it_
     before = tree_hash(root / "input")
     cwd = tmp_path / "kernel-cwd"  # not the checkout: kit is importable only once the script installed it
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAGGLE_KERNEL_RUN_TYPE")}
-    env.update(KIT_KAGGLE_ROOT=str(root), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KAGGLE_KERNEL_RUN_TYPE", "KERAS_BACKEND")}
+    env.update(KIT_KAGGLE_ROOT=str(root), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, str(built.kernel_folder / bundle.SCRIPT_NAME)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "kit kernel: installing kit-0.1.0-py3-none-any.whl" in result.stdout
+    backend = {"gpu": "tensorflow", "tpu": "jax"}[machine]
+    assert f"Keras backend {backend}" in result.stdout
     working = root / "working"
     summary = json.loads((working / "kit-kernel.json").read_text())
     assert summary["status"] == "complete" and list(summary["stages"]) == ["download", "train", "submit"]
@@ -53,6 +59,7 @@ def test_the_kernel_script_runs_the_chain_on_a_fake_kaggle_and_output_brings_it_
     settings = script["SETTINGS"]
     versions = json.loads((run / "versions.json").read_text())  # from the wheel, not this checkout's git
     assert versions["git_commit"] == settings["commit"] and versions["kit"] == "0.1.0"
+    assert versions["keras_backend"] == backend  # the stages ran on it
     # What Kaggle keeps is the output: no extracted photos, no caches, no links to weights in it.
     assert sorted(p.name for p in working.iterdir()) == ["kit-kernel.json", "runs", "submission.csv",
                                                         "submission.csv.json", "submissions"]
