@@ -40,8 +40,13 @@ $(VENV)/.jax-installed: requirements-jax.txt $(VENV)/.installed
 
 venv-jax: $(VENV)/.jax-installed ## add JAX (CPU) to .venv, for KERAS_BACKEND=jax (Kaggle's TPU image has its own)
 
-test-jax: venv-jax ## the JAX backend's tests: the demo chain, DataParallel on 2 CPU devices, runs across backends
+# Backend-neutral tests run again with KERAS_BACKEND=jax: the layer-group optimizer and SGDR, BatchNorm kept in
+# inference mode while fine-tuning, the callbacks, the head on features, resume after a kill.
+JAX_AGAIN := tests/model/test_optim.py tests/train/test_callbacks.py tests/train/test_head.py tests/train/test_resume.py \
+	tests/model/test_backbones.py::test_finetuning_fit_keeps_batchnorm_statistics_only_when_frozen
+test-jax: venv-jax ## the JAX backend's tests: demo chain, DataParallel on 2 CPU devices, across backends, JAX_AGAIN
 	KIT_NEED_JAX=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m jax
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not jax" $(JAX_AGAIN)
 
 download: venv ## fetch + extract + verify the competition (Kaggle API; FROM=zip-or-folder for offline)
 	$(KIT) download $(OPTS) $(if $(FROM),--from "$(FROM)")

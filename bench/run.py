@@ -44,6 +44,7 @@ QUICK = {"pipeline_images": 64, "repeats": 1, "cache_images": 64, "parallel_imag
          "feature_images": 32, "feature_repeats": 1, "image_size": 224, "batch_size": 16,
          "device": {"image_size": 64, "batch_size": 4, "max_steps": 1, "budget_seconds": 5.0}, "device_timeout": 240,
          "distribute": {"image_size": 32, "batch_size": 4, "steps": 1, "rounds": 2},
+         "backend": {"image_size": 64, "batch_size": 8, "steps": 1, "rounds": 1, "predict_images": 16},
          "scaling": [64, 128], "scaling_unique": 16, "scaling_picture": 128, "timeout": 600}
 
 

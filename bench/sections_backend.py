@@ -18,7 +18,7 @@ def _mean_rate(runs: list[dict], key: str) -> dict:
 
 def _row(label: str, jax: dict, tf: dict) -> Row:
     return Row(label, jax["per_s"], tf["per_s"], ratio(jax["per_s"], tf["per_s"]),
-               ratio(jax.get("per_cpu_s"), tf.get("per_cpu_s")))
+               ratio(jax.get("per_cpu_s"), tf.get("per_cpu_s")), digits=1)  # JAX's CPU rates are single digits
 
 
 def backend(r: dict) -> Built:
@@ -54,8 +54,8 @@ def backend(r: dict) -> Built:
     f = built.findings
     f.append(f"On this CPU JAX fine-tunes at {x(rows['train'].ratio)} TensorFlow's speed "
              f"({x(rows['train'].cpu_ratio)} per CPU-second) and runs Keras' forward pass at "
-             f"{x(rows['predict_keras'].ratio)}; through kit's prediction path it is at {x(rows['predict'].ratio)}, "
-             f"because on TensorFlow `auto` runs TFLite's XNNPACK kernels, which JAX has no equivalent of here.")
+             f"{x(rows['predict_keras'].ratio)}; through kit's prediction path (whose `auto` engine is "
+             f"{first['engine']} on TensorFlow, {jax_runs[0]['engine']} on JAX) it is at {x(rows['predict'].ratio)}.")
     scores = r.get("scores", {})
     if set(scores) == {"tensorflow", "jax"}:
         for run, noise in (("demo", "59 images: differences of several hundredths are noise"),

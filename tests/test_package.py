@@ -41,9 +41,9 @@ def test_the_package_needs_no_data_files():
     assert not folders, f"code folders without __init__.py are not found by setuptools: {folders}"
 
 
-def pinned() -> dict[str, str]:
+def pinned(name: str = "requirements.txt") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line).groups()
@@ -61,6 +61,14 @@ def test_requirements_txt_is_an_exact_set_inside_the_declared_ranges(project):
     for req in declared:
         assert req.specifier.contains(pins[req.name.lower()]), f"requirements.txt {req.name}=={pins[req.name.lower()]} " \
                                                                f"is outside pyproject's {req}"
+
+
+def test_requirements_jax_txt_pins_the_jax_extra_inside_its_range(project):
+    """requirements-jax.txt (`make venv-jax`) pins jax and jaxlib; the `jax` extra allows the pinned jax."""
+    pins = pinned("requirements-jax.txt")
+    assert set(pins) == {"jax", "jaxlib"} and pins["jax"] == pins["jaxlib"]
+    for req in map(requirements.Requirement, project["project"]["optional-dependencies"]["jax"]):
+        assert req.specifier.contains(pins[req.name.lower()]), f"requirements-jax.txt {req.name} is outside {req}"
 
 
 def test_the_python_range_matches_the_makefile_gate(project):

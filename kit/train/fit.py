@@ -164,6 +164,9 @@ def run(cfg: Config) -> Path:
         print(f"train: {device.describe(strategy)}, dtype policy {device.apply_mixed_precision(cfg)}, "
               f"XLA {'on' if device.jit_compile(cfg) else 'off'}")
         print(f"train: {device.batch_line(cfg.data.batch_size, strategy)}")
+        if backend.name() == "jax" and device.accelerator() is None:
+            print("train: note: JAX on a CPU fine-tunes MobileNetV2 15-20x slower than TensorFlow here (BENCHMARKS.md, "
+                  "3b: XLA's CPU convolutions): it is the TPU's backend; KERAS_BACKEND=tensorflow is the CPU's")
         continued = run_dir.is_finished()
         if continued:  # trained on its split, its refit or members interrupted: only they are left
             print(f"train: run {run_dir.name} is trained on its split; continuing its refit / members")

@@ -1,4 +1,6 @@
-"""Layer-group learning rates (one optimizer) and the SGDR schedule: the recipe, measured."""
+"""Layer-group learning rates (one optimizer) and the SGDR schedule: the recipe, measured.
+
+Backend-neutral: `make test-jax` runs this file on JAX too (KERAS_BACKEND=jax)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +8,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from kit.errors import KitError
 from kit.model.optim import (GroupLRAdam, LinearWarmup, epochs_for_cycles, group_multipliers, make_optimizer,
@@ -37,11 +38,24 @@ def multipliers_for(model: keras.Model) -> dict[str, float]:
 
 
 def gradients(model: keras.Model, x, y) -> dict[str, np.ndarray]:
-    with tf.GradientTape() as tape:
-        loss = keras.losses.binary_crossentropy(y[:, None], model(x, training=True))
-        loss = tf.reduce_mean(loss)
-    grads = tape.gradient(loss, model.trainable_variables)
-    return {v.path: g.numpy() for v, g in zip(model.trainable_variables, grads)}
+    """The mean binary cross-entropy's gradient for each trainable variable, by the backend's autodiff."""
+    def loss_of(trainable):
+        out, _ = model.stateless_call(trainable, [v.value for v in model.non_trainable_variables], x, training=True)
+        return keras.ops.mean(keras.losses.binary_crossentropy(y[:, None], out))
+
+    trainable = [v.value for v in model.trainable_variables]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        grads = jax.grad(loss_of)(trainable)
+    else:
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            loss = loss_of(trainable)
+        grads = tape.gradient(loss, trainable)
+    return {v.path: keras.ops.convert_to_numpy(g) for v, g in zip(model.trainable_variables, grads)}
 
 
 def snapshot(model: keras.Model) -> dict[str, np.ndarray]:
@@ -63,7 +77,7 @@ def test_one_sgd_step_moves_each_group_by_exactly_its_ratio():
     lr = 0.5
     optimizer = make_optimizer("sgd", lr, multipliers_for(model))
     grads, before = gradients(model, x, y), snapshot(model)
-    optimizer.apply_gradients([(tf.constant(grads[v.path]), v) for v in model.trainable_variables])
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(grads[v.path]), v) for v in model.trainable_variables])
     for path, start in before.items():
         moved = snapshot(model)[path] - start
         # atol: float32 weights of ~0.5 hold a step to ~3e-8
@@ -79,7 +93,7 @@ def test_first_adam_step_size_scales_with_the_multiplier():
     lr = 0.01
     optimizer = make_optimizer("adam", lr, multipliers_for(model))
     grads, before = gradients(model, x, y), snapshot(model)
-    optimizer.apply_gradients([(tf.constant(grads[v.path]), v) for v in model.trainable_variables])
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(grads[v.path]), v) for v in model.trainable_variables])
     for path, start in before.items():
         moved = snapshot(model)[path] - start
         g = grads[path]  # Keras' first Adam step: lr * g / (|g| + eps / sqrt(1 - beta_2)) ~ lr * sign(g)
@@ -111,7 +125,7 @@ def test_weight_decay_is_scaled_and_spares_a_frozen_group(name):
     model = tiny_model()
     optimizer = make_optimizer(name, 0.1, multipliers_for(model), weight_decay=0.5)
     before = snapshot(model)
-    zeros = [(tf.zeros_like(v.value), v) for v in model.trainable_variables]
+    zeros = [(keras.ops.zeros_like(v.value), v) for v in model.trainable_variables]
     optimizer.apply_gradients(zeros)  # zero gradients: only weight decay moves anything
     after = snapshot(model)
     np.testing.assert_array_equal(after["low/kernel"], before["low/kernel"])
