@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench import common, document, end_to_end, full_size, images, reference, sections
-from bench import device_bench, feature_bench, pipeline_bench, scaling
+from bench import backend_bench, device_bench, feature_bench, pipeline_bench, scaling
 from bench.run import chosen, measuring_arguments, parse_args
 from bench.sections_full import compare_steps
 
@@ -34,6 +34,7 @@ def tiny_results(photos, tmp_path_factory) -> dict:
     feats = feature_bench.feature_section(photos[:8], str(work), image_size=32, batch_size=4, repeats=1)
     step = device_bench.train_step("false", "false", image_size=32, batch_size=2, max_steps=1)
     spread = device_bench.distribute_fit(image_size=16, batch_size=2, steps=1, rounds=2, backbone="small_cnn")
+    on_tf = backend_bench.speed(image_size=32, batch_size=4, steps=1, rounds=1, predict_images=8)  # this process: TF
     unique = images.synthetic_photos(work / "unique", 4, size=(40, 40))
     points = []
     for n in (8, 12):
@@ -45,7 +46,19 @@ def tiny_results(photos, tmp_path_factory) -> dict:
             "features": feats, "device": {"runs": {"xla_off_float32": step,
                                                    "xla_on_float32": {"timed_out": True, "timeout": 60}},
                                           "distribute": spread, "image_size": 32, "batch_size": 2},
-            "scaling": {"points": points, "image_size": 32, "picture_size": 40}}
+            "scaling": {"points": points, "image_size": 32, "picture_size": 40},
+            "backend": {"speed": {"tensorflow": [on_tf, on_tf], "jax": [jax_like(on_tf, 0.5), jax_like(on_tf, 0.25)]},
+                        "scores": {b: {"demo": {"seconds": 30.0, "test_log_loss": 0.2, "val_log_loss": v}}
+                                   for b, v in (("tensorflow", 0.15), ("jax", 0.11))},
+                        "real_run": backend_bench.REAL_RUN}}
+
+
+def jax_like(measured: dict, factor: float) -> dict:
+    """A made-up JAX process: `measured` (a real TensorFlow one) at `factor` its speed (the worker cannot switch
+    backends inside this process; the rendering is what is tested)."""
+    slower = lambda rate: dict(rate, per_s=rate["per_s"] * factor, per_cpu_s=rate["per_cpu_s"] * factor)  # noqa: E731
+    return dict(measured, backend="jax", engine="keras", **{k: slower(measured[k])
+                                                            for k in ("train", "predict", "predict_keras")})
 
 
 def test_run_worker_reports_the_child_peak_memory(tmp_path):
@@ -123,6 +136,15 @@ def test_document_has_a_table_per_section_with_ratios(tiny_results):
     assert "Skipped: a quick run" in text
     assert "≥ 2x" in text and "≥ 0.85x" in text and "no step done in 60 s" in text
     assert "**Failed**" not in text
+
+
+def test_the_backend_section_compares_jax_with_tensorflow(tiny_results):
+    measured = tiny_results["backend"]["speed"]["tensorflow"][0]
+    assert measured["backend"] == "tensorflow" and measured["train"]["per_s"] > 0 and measured["predict"]["per_s"] > 0
+    built = sections.BUILDERS["backend"](tiny_results["backend"])
+    rows = built.tables[0][2]
+    assert [round(r.ratio, 3) for r in rows] == [0.375] * 3  # the mean of the two JAX processes (0.5x, 0.25x)
+    assert "validation log loss 0.1100 on JAX, 0.1500 on TensorFlow (difference -0.0400" in " ".join(built.findings)
 
 
 def test_the_device_section_has_the_distribute_row(tiny_results):
