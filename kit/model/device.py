@@ -132,6 +132,12 @@ def _tf_strategy(choice: str):
 _MIRRORED: dict = {}
 
 
+def for_prediction(cfg: Config):
+    """Before a trained model is loaded to predict: on JAX the distribution train.distribute asks for (a TPU's
+    8 cores predict together, `forward` pads the batches); on TensorFlow nothing (one device predicts)."""
+    return strategy(cfg) if backend.name() == "jax" else None
+
+
 def model_strategy(model):
     """The strategy `model` was built under: TensorFlow's model.distribute_strategy; on JAX the process's
     keras.distribution (DataParallel) or one device."""

@@ -27,6 +27,7 @@ from kit.config import Config, with_image_size
 from kit.data.user_images import image_files, read_images
 from kit.errors import KitError
 from kit.fsutil import atomic_path, file_in_the_way
+from kit.model import device
 from kit.model.inference import class_table, predict_views
 from kit.runs import RunDir
 
@@ -138,6 +139,7 @@ def run(cfg: Config, images: Sequence[str], run_name: str | None = None, top_k: 
     if csv:
         check_csv(csv, entries)
     run_dir = RunDir.find(cfg, run_name)
+    device.for_prediction(cfg)
     model, classes = run_dir.load_model()
     at_size = with_image_size(cfg, run_dir.image_size(model))  # the run's size, not the current config's
     views = list(cfg.submit.tta) if tta else ["original"]

@@ -24,7 +24,7 @@ from kit import paths as kit_paths, timings
 from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
-from kit.model import calibrate
+from kit.model import calibrate, device
 from kit.model.metrics import clip_probabilities, log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
@@ -128,6 +128,7 @@ def run(cfg: Config) -> Path:
     runs = members.runs_to_average(cfg, run_dir, val)
     timings.reset()
     with timings.step("set-up"):
+        device.for_prediction(cfg)
         model, classes = run_dir.load_model()
     if classes != index.classes:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "

@@ -13,8 +13,9 @@ Each epoch logs training loss, validation log loss and accuracy to metrics.csv; 
 lowest validation log loss is kept as best.keras. A run killed midway continues from its last completed
 epoch when started again with the same config (kit/runs.py). The CLI runs the data stage first.
 
-More than one device (train.distribute: auto | none | mirrored, chosen by kit.model.device.strategy): `auto`
-is MirroredStrategy with two or more GPUs (Kaggle's T4 x2), the default strategy otherwise. The model, its
+More than one device (train.distribute: auto | none | mirrored | data_parallel, chosen by
+kit.model.device.strategy): `auto` is MirroredStrategy with two or more GPUs on TensorFlow (Kaggle's T4 x2),
+keras.distribution.DataParallel with two or more devices on JAX (Kaggle's TPU v5e-8), one device otherwise. The model, its
 optimizers (with their layer-group rates), metrics and checkpoints are built inside the strategy's scope
 (Trainer: build_model and every compile). data.batch_size is the GLOBAL batch: each of n replicas gets
 data.batch_size / n, so steps per epoch, the SGDR schedule, lr.csv and a resume are the same on one device or

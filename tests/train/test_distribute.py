@@ -88,7 +88,7 @@ SCRIPT = textwrap.dedent('''
     class Killed(KeyboardInterrupt):
         pass
 
-    source = make_competition_zip(tmp / "c.zip", train_per_class=24, n_test=8, size=32, seed=5)
+    source = make_competition_zip(tmp / "c.zip", train_per_class=24, n_test=9, size=32, seed=5)
     overrides = overrides + ["data.workers=1"]  # no process pool: its children would run this script again
     run_cfg = load_config(None, overrides + [f"train.distribute={CHOICE}", "data.image_size=32", "data.batch_size=8",
                                              "data.val_fraction=0.25", "train.head_epochs=1", "train.finetune_epochs=3",
@@ -126,6 +126,19 @@ SCRIPT = textwrap.dedent('''
     head_cfg.name = "small"
     head_summary = json.loads((train_stage.run(head_cfg) / "summary.json").read_text())
     out["head_val_log_loss"] = head_summary["val_log_loss"]
+
+    # Fold heads, then submit, under the strategy (on JAX prediction too is split over the devices: 9 test images)
+    from kit.submit import submit as submit_stage
+
+    folds_cfg = load_config(None, overrides + [f"train.distribute={CHOICE}", "data.image_size=32", "data.batch_size=8",
+                                               "data.val_fraction=0.25", "train.head=features", "train.head_epochs=3",
+                                               "train.folds=3", "train.finetune_epochs=0", "train.resume=false",
+                                               "train.refit_all=false"])
+    folds_cfg.name = "small"
+    train_stage.run(folds_cfg)
+    submit_stage.run(folds_cfg)
+    submitted = pd.read_csv(folds_cfg.paths.submission)
+    out["submitted"] = [len(submitted), bool(submitted["label"].between(0, 1).all())]
     print("RESULT " + json.dumps(out))
 ''')
 
@@ -206,3 +219,8 @@ def test_a_killed_distributed_run_resumes_and_keeps_its_best_checkpoint(mirrored
 def test_the_head_on_features_trains_under_the_strategy(mirrored):
     _, result = mirrored
     assert 0.0 < result["head_val_log_loss"] < 5.0
+
+
+def test_fold_heads_and_submit_run_under_the_strategy(mirrored):
+    _, result = mirrored
+    assert result["submitted"] == [9, True]  # 9 test images: a last batch the two devices cannot split
