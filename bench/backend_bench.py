@@ -110,22 +110,12 @@ def demo_score(work: Path, backend: str, timeout: float) -> dict:
 
 
 def real_score(real_zip: Path, work: Path, keras_home: str, backend: str, timeout: float) -> dict:
-    """The head on cached 224 px features (download, train, submit) on `backend`: its out-of-fold validation log
-    loss after TTA and calibration, and the wall time of each command."""
+    """The head on cached 224 px features (download, train, submit: section 4's kit path) on `backend`: its
+    out-of-fold validation log loss after TTA and calibration, and the wall time of each command."""
     from bench import end_to_end
 
-    folder = work / f"real-{backend}"
-    shutil.rmtree(folder, ignore_errors=True)
-    sets = end_to_end.kit_overrides(folder) + REAL_RUN + ["train.plan=false"]
-    commands = [("download", end_to_end.kit_command("download", sets, ["--from", str(real_zip)])),
-                ("train", end_to_end.kit_command("train", sets)), ("submit", end_to_end.kit_command("submit", sets))]
-    steps = {}
-    for stage, cmd in commands:
-        steps[stage] = run_measured(cmd, work / "logs" / f"real-{backend}.log", env=backend_env(keras_home, backend),
-                                    timeout=timeout)
-        if steps[stage]["returncode"] != 0:
-            raise RuntimeError(f"real run on {backend}: {stage} failed: {tail(steps[stage]['log'])}")
-    (summary,) = [json.loads(p.read_text()) for p in (folder / "runs").glob("*/summary.json")]
-    return {"seconds": round(sum(s["seconds"] for s in steps.values()), 1),
-            "steps": {k: v["seconds"] for k, v in steps.items()},
-            "val_log_loss": summary["val_log_loss_calibrated"], "val_log_loss_tta": summary["val_log_loss_tta"]}
+    done = end_to_end.kit_path(f"real-{backend}", real_zip, work, keras_home, REAL_RUN + ["train.plan=false"],
+                               timeout, extra_env=backend_vars(backend))
+    return {"seconds": done["seconds"], "steps": {k: v["seconds"] for k, v in done["steps"].items()},
+            "val_log_loss": done["summary"]["val_log_loss_calibrated"],
+            "val_log_loss_tta": done["summary"]["val_log_loss_tta"]}

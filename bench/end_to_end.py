@@ -32,11 +32,12 @@ def kit_command(stage: str, overrides: list[str], extra: list[str] = ()) -> list
 
 
 def run_commands(name: str, commands: list[tuple[str, list[str]]], logs: Path, keras_home: str,
-                 timeout: float) -> dict:
-    """Run a path's commands in order; stop at the first failure."""
+                 timeout: float, extra_env: dict | None = None) -> dict:
+    """Run a path's commands in order (`extra_env` added to their environment); stop at the first failure."""
     steps = {}
     for stage, cmd in commands:
-        result = run_measured(cmd, logs / f"{name}.log", env=bench_env(keras_home), timeout=timeout)
+        result = run_measured(cmd, logs / f"{name}.log", env={**bench_env(keras_home), **(extra_env or {})},
+                              timeout=timeout)
         steps[stage] = result
         if result["returncode"] != 0:
             why = "timed out" if result["timed_out"] else f"exit {result['returncode']}"
@@ -47,13 +48,13 @@ def run_commands(name: str, commands: list[tuple[str, list[str]]], logs: Path, k
 
 
 def kit_path(name: str, competition_zip: Path, work: Path, keras_home: str, overrides: list[str],
-             timeout: float) -> dict:
+             timeout: float, extra_env: dict | None = None) -> dict:
     """`make download` (from the zip), `make train`, `make submit` with `overrides`, outputs under work/name."""
     base = work / name
     sets = kit_overrides(base) + overrides
     commands = [("download", kit_command("download", sets, ["--from", str(competition_zip)])),
                 ("train", kit_command("train", sets)), ("submit", kit_command("submit", sets))]
-    result = run_commands(name, commands, work / "logs", keras_home, timeout)
+    result = run_commands(name, commands, work / "logs", keras_home, timeout, extra_env)
     runs = [p for p in (base / "runs").iterdir() if (p / "val_predictions.csv").is_file()]
     if len(runs) != 1:
         raise RuntimeError(f"{name}: expected one finished run in {base / 'runs'}, found {len(runs)}")

@@ -57,25 +57,14 @@ def jax_devices() -> list:
 def accelerator() -> str | None:
     """'GPU' or 'TPU' when the backend computes on one, else None (the CPU)."""
     if name() == "jax":
-        platform = jax_devices()[0].platform if jax_devices() else "cpu"
-        return platform.upper() if platform in ("gpu", "tpu") else None
+        platforms = {d.platform for d in jax_devices()}
+        return next((kind.upper() for kind in ("tpu", "gpu") if kind in platforms), None)
     import tensorflow as tf
 
     for kind in ("TPU", "GPU"):
         if tf.config.list_logical_devices(kind):
             return kind
     return None
-
-
-def versions() -> dict:
-    """{'backend': 'jax', 'jax': '0.10.2', ...}: what a run records beside its package versions."""
-    found = {"backend": name()}
-    if name() == "jax":
-        import jax
-
-        found["jax"] = jax.__version__
-        found["jax_devices"] = [f"{d.platform}:{d.id}" for d in jax_devices()]
-    return found
 
 
 def describe() -> str:

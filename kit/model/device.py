@@ -139,10 +139,12 @@ def for_prediction(cfg: Config):
 
 
 def model_strategy(model):
-    """The strategy `model` was built under: TensorFlow's model.distribute_strategy; on JAX the process's
-    keras.distribution (DataParallel) or one device."""
-    if backend.name() != "jax":
-        return model.distribute_strategy
+    """The strategy `model` was built under: TensorFlow's model.distribute_strategy; on JAX the process's."""
+    return model.distribute_strategy if backend.name() != "jax" else _jax_strategy()
+
+
+def _jax_strategy():
+    """The process's keras.distribution as kit's strategy: DataParallel, or one device without one."""
     import keras
 
     current = keras.distribution.distribution()
@@ -212,12 +214,7 @@ def forward(model):
 
 def data_parallel_devices() -> int:
     """How many devices the process's keras.distribution splits a batch over (1 without one)."""
-    if backend.name() != "jax":
-        return 1
-    import keras
-
-    current = keras.distribution.distribution()
-    return int(current.device_mesh.devices.size) if current is not None else 1
+    return _jax_strategy().num_replicas_in_sync if backend.name() == "jax" else 1
 
 
 def batch_line(global_batch: int, chosen=None) -> str:

@@ -30,7 +30,8 @@ def compile_model(model: keras.Model, chosen_optimizer, cfg: Config, n_classes: 
     smoothing = cfg.train.label_smoothing
     # Under DataParallel a short batch is padded at sample weight 0 (kit/model/device.py): the mean over the real
     # rows only, so its step is the one a single device takes.
-    reduction = "mean_with_sample_weight" if device.data_parallel_devices() > 1 else "sum_over_batch_size"
+    padded = device.data_parallel_devices() > 1
+    reduction = "mean_with_sample_weight" if padded else "sum_over_batch_size"
     if n_classes == 2:
         loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing, reduction=reduction)
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.BinaryCrossentropy(name="log_loss")]
@@ -39,7 +40,7 @@ def compile_model(model: keras.Model, chosen_optimizer, cfg: Config, n_classes: 
         metrics = [keras.metrics.CategoricalAccuracy(name="accuracy"),
                    keras.metrics.CategoricalCrossentropy(name="log_loss")]
     # ... and the metrics weighted too (Keras' `metrics` ignore sample weights, `weighted_metrics` use them)
-    by_kind = {"weighted_metrics" if reduction == "mean_with_sample_weight" else "metrics": metrics}
+    by_kind = {"weighted_metrics" if padded else "metrics": metrics}
     model.compile(optimizer=chosen_optimizer, loss=loss, **by_kind, jit_compile=device.jit_compile(cfg))
 
 
