@@ -168,10 +168,12 @@ def end_to_end(r: dict) -> Built:
     steps = "; ".join(f"{k}: " + ", ".join(f"{s} {v['seconds']:.0f} s / {v['maxrss_mb']:,.0f} MB"
                                           for s, v in ok[k]["steps"].items()) for k in E2E_PATHS if k in ok)
     images = next((v["val_images"] for v in ok.values()), 0)
+    views = "; ".join(f"{k}: " + " + ".join((ok[k].get("summary") or {}).get("tta") or ["original", "hflip"])
+                      for k in E2E_PATHS if k in ok)  # the reference script: always original + hflip
     built = Built(intro=[f"From the competition zip to a written submission, each path's commands run back to back. "
                          f"Validation: the same {images:,} pictures for all ({r['split_file']}; identical: "
-                         f"{'yes' if r['same_validation_images'] else 'NO'}), TTA original + hflip, clipped to "
-                         f"[0.005, 0.995]. Steps (wall time / peak RSS): {steps}."])
+                         f"{'yes' if r['same_validation_images'] else 'NO'}), each path's own TTA views ({views}), "
+                         f"clipped to [0.005, 0.995]. Steps (wall time / peak RSS): {steps}."])
     built.tables.append(("", ["path", "wall time", "peak RSS", "val log loss", "val accuracy", "speed vs reference",
                               "log loss − reference's [paired 95% interval]"], _e2e_rows(r)))
     if "precompute" in ok and "reference" in ok:

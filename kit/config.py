@@ -26,7 +26,7 @@ from kit.config_values import coerce, read_yaml
 from kit.errors import KitError
 
 Auto = Union[bool, Literal["auto"]]  # YAML true/false/on/off/yes/no, or auto: decided by the device
-VIEWS = Literal["original", "hflip", "zoom", "zoom_hflip"]  # kit/data/augment.py's TTA_VIEWS
+VIEWS = Literal["original", "hflip", "zoom", "zoom_hflip", "auto"]  # kit/data/augment.py's TTA_VIEWS; [auto]: features.with_tta
 BACKBONE_NAMES = Literal["mobilenet_v2", "mobilenet", "mobilenet_075", "efficientnet_b0", "efficientnetv2_b0",
                          "resnet50", "inception_v3", "xception", "convnext_tiny", "small_cnn"]  # kit/model/backbones.py
 EXPORT_FORMATS = Literal["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic"]
@@ -87,7 +87,7 @@ class AugmentConfig:
 class ModelConfig:
     backbone: BACKBONE_NAMES = setting("mobilenet_v2")
     weights: str = setting("imagenet", nonempty=True)  # imagenet | none | path to a weights file
-    pooling: Literal["avg", "max"] = setting("avg")
+    pooling: Literal["avg", "max", "avg_max"] = setting("avg")  # avg_max: both, concatenated
     dropout: float = setting(0.2, min=0.0, below=1.0)
     dense_units: int = setting(0, min=0)  # a hidden layer in the head (0 = none)
     freeze_batchnorm: bool = setting(True)  # keep the backbone's BatchNorm in inference mode when unfrozen
@@ -99,6 +99,10 @@ class TrainConfig:
     resume: bool = setting(True, resume=False)  # continue the newest unfinished run of this config
     head: Literal["images", "features"] = setting("images")  # stage 1 on augmented images or on cached features
     head_epochs: int = setting(2, min=0)  # stage 1, backbone frozen (0 = none)
+    # head=features: adam = SGD on the head for head_epochs; logistic = solved exactly (kit/train/logistic.py);
+    # auto: logistic for a head-only run, adam for the head that fine-tuning starts from
+    head_solver: Literal["adam", "logistic", "auto"] = setting("adam")
+    logistic_c: float = setting(0.0, min=0.0)  # head_solver=logistic: inverse L2 strength (0 = chosen by CV)
     head_lr: float = setting(1e-3, above=0.0)
     finetune_epochs: int = setting(3, min=0)  # stage 2, backbone unfrozen (0 = a head-only run)
     lr: float = setting(1e-3, above=0.0)  # the top group's rate in stage 2
@@ -255,6 +259,12 @@ def check_consistency(cfg: Config) -> None:
     if t.folds == 1 or (t.folds > 1 and t.head != "features"):
         raise KitError(f"train.folds={t.folds} trains that many heads on cached features and averages them: use 2 "
                        "or more with train.head=features, or train.folds=0 for one head")
+    if t.head_solver == "logistic" and (t.head != "features" or cfg.model.dense_units):
+        raise KitError("train.head_solver=logistic solves one Dense layer on cached features: set train.head=features "
+                       "and model.dense_units=0, or train.head_solver=adam")
+    if "auto" in cfg.submit.tta and len(cfg.submit.tta) > 1:
+        raise KitError(f"submit.tta={list(cfg.submit.tta)}: auto picks the views itself (hflip only for a model trained "
+                       "on mirrored pictures): use submit.tta=[auto] alone, or list the views")
     if t.feature_passes and t.head != "features":
         raise KitError(f"train.feature_passes={t.feature_passes} adds augmented passes of cached features: "
                        "set train.head=features, or train.feature_passes=0")

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from kit.errors import KitError
+from kit.model.layers import CaffePreprocessing, GlobalAvgMaxPooling2D
 
 BACKBONE = "backbone"  # the name of the backbone sub-model: model.get_layer(BACKBONE)
 
@@ -49,14 +50,6 @@ def small_cnn(include_top: bool = False, weights: str | None = None, input_shape
     if weights is not None:
         model.load_weights(weights)
     return model
-
-
-@keras.saving.register_keras_serializable(package="kit")
-class CaffePreprocessing(keras.layers.Layer):
-    """RGB 0..255 -> BGR minus the ImageNet mean (ResNet50's preprocess_input), saved with the model."""
-
-    def call(self, inputs):
-        return keras.applications.imagenet_utils.preprocess_input(inputs, mode="caffe")
 
 
 # How each family wants its pixels, as a layer that saves with the model. "none": the backbone
@@ -149,6 +142,7 @@ BACKBONES: dict[str, Backbone] = {
 POOLING: dict[str, Callable[[], keras.layers.Layer]] = {
     "avg": lambda: keras.layers.GlobalAveragePooling2D(name="head_pool"),
     "max": lambda: keras.layers.GlobalMaxPooling2D(name="head_pool"),
+    "avg_max": lambda: GlobalAvgMaxPooling2D(name="head_pool"),
 }
 
 

@@ -97,8 +97,9 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
         heads = max(1, t.folds) + again_all  # train.folds: k heads, each on k-1 folds of the rows
         samples = t.head_epochs * passes * (n_train * max(1, t.folds - 1) + again_all * (n_train + n_val))
         seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
-            samples / rates["head"]
-        steps.append(Step("head", samples, seconds, f"{plural(t.head_epochs, 'epoch')} on feature vectors"
+            samples / rates["head"] if "head" in rates else logistic_seconds(cfg, rates, n_train, n_val, again_all)
+        steps.append(Step("head", samples, seconds, (f"{plural(t.head_epochs, 'epoch')}" if "head" in rates else
+                                                     "a logistic regression") + " on feature vectors"
                           + (f", {t.folds} fold heads" if t.folds > 1 else "") + refit))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]
@@ -120,6 +121,18 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
     steps.append(Step("writing", 0, rates.get("save_load_s", 0.0) + REPORT_S, "the best model saved and loaded, "
                       "validation predictions, the report"))
     return steps
+
+
+def logistic_seconds(cfg: Config, rates: dict, n_train: int, n_val: int, again_all: bool) -> float:
+    """kit/train/logistic.py's fits: the C search (each fold's rows once per C) unless train.logistic_c is set,
+    then the fit on every training row, per head (train.folds) and once more for the refit."""
+    from kit.train.logistic import C_GRID, LOGISTIC_FOLDS
+
+    t = cfg.train
+    search = 0 if t.logistic_c else len(C_GRID) * (LOGISTIC_FOLDS - 1) / LOGISTIC_FOLDS
+    rows = (1 + t.feature_passes) * (n_train * (1 + search) * max(1, t.folds - 1)
+                                     + again_all * (n_train + n_val) * (1 + search))
+    return rows * rates["logistic_row_s"]
 
 
 def submit_steps(cfg: Config, index, rates: dict, head_only: bool, converted: bool,

@@ -26,7 +26,7 @@ from kit import paths as kit_paths
 from kit.config import Config
 from kit.fsutil import write_text_atomic
 
-VERSION = 7  # bump when what is measured changes
+VERSION = 8  # bump when what is measured changes
 DECODE_SAMPLE = 512  # distinct photos decoded once, cold (decode_rate)
 RATE_SAMPLE = 128  # of them, decoded into the batches the model's rates are measured on
 STEPS = 5  # timed train steps per stage, after two untimed ones
@@ -43,7 +43,8 @@ def probe_key(cfg: Config, n_classes: int, finetune: bool, head: str) -> dict:
             "model": asdict(cfg.model), "augment": asdict(cfg.augment), "size": cfg.data.image_size,
             "batch": cfg.data.batch_size, "engine": engine.engine_name(cfg), "jit": device.jit_compile(cfg),
             "mixed": cfg.train.mixed_precision, "distribute": cfg.train.distribute, "classes": n_classes,
-            "finetune": finetune, "head": head, "group_lr_ratios": cfg.train.group_lr_ratios}
+            "finetune": finetune, "head": head, "group_lr_ratios": cfg.train.group_lr_ratios,
+            "solver": cfg.train.head_solver}
 
 
 def probe_file(cfg: Config, key: dict) -> Path:
@@ -57,9 +58,7 @@ def _rate(images: int, seconds: float) -> float:
 
 def drop_from_page_cache(paths: list[str]) -> None:
     """Ask the OS to forget the files' cached pages, so they are read from disk as a first run reads them."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    for p in paths:
+    for p in paths if hasattr(os, "posix_fadvise") else []:
         try:
             fd = os.open(p, os.O_RDONLY)
         except OSError:
@@ -76,10 +75,8 @@ def decode_rate(paths: list[str], size: int) -> float:
     """Images/s of the pixel cache's decoder (`pipeline.decoded_stream` in _decode_all's batches of 64) over
     distinct photos read cold from disk, timed after the first quarter (tf.data's set-up and AUTOTUNE's ramp).
 
-    Cold because that is what the cache build meets: it runs once, on a first run or a new image size, and by
-    then the OS has usually dropped the photos (on Kaggle /kaggle/input is read for the first time). Measured on
-    the rehearsal: 128 photos decoded 4 times (warm after the first round) put the decode of 20,000 at 0.72x
-    its time; the same 20,000 read again at once, warm, at 0.99x (BENCHMARKS.md, section 6)."""
+    Cold as the cache build meets them (a first run; on Kaggle /kaggle/input is read for the first time). 128
+    photos decoded 4 times (warm) put the decode of 20,000 at 0.72x its time; cold, 0.99x (BENCHMARKS.md, 6)."""
     import tempfile
 
     from kit.data.pipeline import decoded_stream, release_pages
@@ -161,8 +158,7 @@ def train_rate(cfg: Config, model, images: np.ndarray, labels: np.ndarray, unfro
 def head_rate(cfg: Config, model, dim: int, n_classes: int) -> tuple[float, float, float]:
     """(samples/s, seconds per epoch besides its samples, seconds per call besides its epochs) of the head on
     features: kit/train/head.py's own fit_head, callbacks, lr.csv and all, on random vectors at two training
-    set sizes, each epoch timed. Measured: a bare model.fit put the real head at 0.73-0.81x its time (the
-    callbacks cost ~30% per epoch; the first epoch's tracing, ~1.5 s)."""
+    set sizes, each epoch timed (a bare model.fit put the real head at 0.73-0.81x its time: the callbacks)."""
     import contextlib
     import dataclasses
     import io
@@ -222,6 +218,7 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     from kit.data.pipeline import decoded_stream
     from kit.model import device, engine, features
     from kit.model.backbones import build_model
+    from kit.train import logistic
 
     started = time.perf_counter()
     size, batch = cfg.data.image_size, cfg.data.batch_size
@@ -242,15 +239,19 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     rates["engine_warmup_s"], rates["engine"] = stream_rate(cfg, extract, images)
     rates["feature_dim"] = int(features.feature_extractor(model).output.shape[-1])
     # A whole model's TFLite copy (submit, predict) converts like the extractor: the full graph, traced once.
-    full_started = time.perf_counter()
-    if engine.engine_name(cfg) == "tflite":
+    # A head-only run's submit predicts from features: its probe skips the conversion (the extractor's stands in).
+    full_started, tflite = time.perf_counter(), engine.engine_name(cfg) == "tflite"
+    if tflite and (finetune or head != "features"):
         engine.to_tflite(model)
-    rates["model_convert_s"] = time.perf_counter() - full_started
+    rates["model_convert_s"] = time.perf_counter() - full_started if finetune or head != "features" else \
+        rates["engine_prepare_s"] * tflite
     if finetune or head == "images":
         rates["keras_warmup_s"], rates["keras"] = timed_calls(device.forward(model), pixels[:batch], 2)
     if head == "images":
         rates["frozen_warmup_s"], rates["frozen"] = train_rate(cfg, model, images, labels, False, n_classes)
-    if head == "features":  # "none": submit only needs the decoder and the engine
+    if head == "features" and logistic.uses_logistic(cfg):  # no epochs to time: one fit of its solver
+        rates["logistic_row_s"] = logistic.row_seconds(rates["feature_dim"], n_classes)
+    elif head == "features":  # "none": submit only needs the decoder and the engine
         rates["head"], rates["head_epoch_s"], rates["head_setup_s"] = head_rate(cfg, model, rates["feature_dim"],
                                                                                   n_classes)
     if finetune:

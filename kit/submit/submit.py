@@ -15,6 +15,7 @@ config.yaml has the same seed and fraction. submission.csv.json records which ("
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.model import calibrate, device
+from kit.model.features import with_tta
 from kit.model.metrics import clip_probabilities, log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
@@ -134,10 +136,13 @@ def run(cfg: Config) -> Path:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
     at_size = with_image_size(cfg, run_dir.image_size(model))  # e.g. a head-only run at its features' size
-    print(f"submit: run {run_dir.name} at {at_size.data.image_size} px, TTA views {cfg.submit.tta}, "
+    at_size = with_tta(at_size, run_dir.saw_mirrored())  # submit.tta=[auto]: hflip if it was trained on flips
+    print(f"submit: run {run_dir.name} at {at_size.data.image_size} px, TTA views {at_size.submit.tta}, "
           f"clip {cfg.submit.clip}" + (f", averaged with its {len(runs) - 1} train.members" if len(runs) > 1 else ""))
     from_features = run_dir.is_head_only_on_features()
-    steps = print_plan(at_size, index, "submit", from_features,
+    planned = [at_size.train.members[n - 1] for n in run_dir.summary().get("members") or [] if cfg.submit.members
+               and 0 < n <= len(at_size.train.members)]  # the members the run trained, not the config's list
+    steps = print_plan(replace(at_size, train=replace(at_size.train, members=planned)), index, "submit", from_features,
                        snapshots=len(snapshots.usable(at_size, run_dir, from_features)))
     labels, test = val["label"].to_numpy(), list(index.test["path"])
     predicted = []
@@ -165,7 +170,7 @@ def run(cfg: Config) -> Path:
     choice, refit = predicted[0].choice, predicted[0].refit
     frame = build_frame(index.test["id"].to_numpy(), test_probabilities, classes)
     timings.close()  # the checks and the table so far; writing the files follows
-    meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(cfg.submit.tta),
+    meta = {**score, "val_split": val_split, "run": run_dir.name, "tta": list(at_size.submit.tta),
             "competition": cfg.competition.slug, "snapshots": choice.as_dict(), "refit": refit,
             "members": [p.as_dict() for p in predicted[1:]], "member_weighting": {"name": weighting, "val_log_loss": weighted},
             "timings": timings.snapshot(), "plan": steps}

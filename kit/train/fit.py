@@ -108,7 +108,7 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
                "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
                "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
-               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs, "members": distinct_members(cfg),
+               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs, "logistic_c": trainer.logistic_c, "members": distinct_members(cfg),
                "refit": features.refits(cfg),
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}

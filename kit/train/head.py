@@ -69,10 +69,15 @@ def fit_head(cfg: Config, model: keras.Model, train_xy, val_xy, run_dir: RunDir,
     (its validation curve is flat over the last epochs), and an epoch picked on the validation images would
     flatter the score they then report (issue 15). val_xy may be None (the refit on every labelled image:
     kit/train/refit.py). Writes metrics.csv and lr.csv (epochs 0 .. train.head_epochs - 1) and returns the
-    BestEpoch (`best`: the kept epoch's validation log loss). A NaN loss saves the best epoch so far as the
+    BestEpoch (`best`: the kept epoch's validation log loss). train.head_solver=logistic: solved exactly instead
+    (kit/train/logistic.py), the same files written. A NaN loss saves the best epoch so far as the
     run's best model and raises. `extra_callbacks`: the plan probe's epoch clock (kit/plan/probe.py times this
     very function).
     """
+    from kit.train.logistic import fit_logistic, uses_logistic
+
+    if uses_logistic(cfg):
+        return fit_logistic(cfg, features.head_model(model), train_xy, val_xy, run_dir, n_classes)
     t, batch_size = cfg.train, cfg.data.batch_size
     steps_per_epoch = math.ceil(len(train_xy[0]) / batch_size)
     # ONE cosine cycle over all head epochs, not the fine-tuning restarts: a head on fixed features is a

@@ -30,6 +30,7 @@ from kit.data.dataset import DatasetIndex
 from kit.model import device, features
 from kit.runs import RunDir
 from kit.train.head import fit_head
+from kit.train.logistic import uses_logistic
 from kit.train.recipe import label_array
 from kit.train.trainer import Trainer
 
@@ -85,8 +86,11 @@ def refit(cfg: Config, run_dir: RunDir, index: DatasetIndex, strategy, summary: 
     if final.is_finished():
         return final.summary()
     everything, best_epoch = every_labelled(index), int(summary["best_epoch"] or cfg.train.head_epochs)
-    print(f"train: refit on all {len(everything.train):,} labelled images (train.refit_all), {cfg.train.head_epochs} "
-          f"head + {cfg.train.finetune_epochs} fine-tuning epochs, into {final.path}")
+    if summary.get("logistic_c"):  # the recipe fixed on the split: its logistic head's C, not a new search
+        cfg = replace(cfg, train=replace(cfg.train, logistic_c=summary["logistic_c"]))
+    head = "a logistic head" if uses_logistic(cfg) else f"{cfg.train.head_epochs} head"
+    print(f"train: refit on all {len(everything.train):,} labelled images (train.refit_all), {head} + "
+          f"{cfg.train.finetune_epochs} fine-tuning epochs, into {final.path}")
     if not final.config_file.is_file():  # its own config asks for no refit or members of its own
         final.start(replace(cfg, train=replace(cfg.train, refit_all=False, members=[])), index.classes, everything.val)
     elif final.has_progress():  # interrupted: continue after its last completed epoch, as a run does

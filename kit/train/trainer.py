@@ -36,6 +36,7 @@ class Trainer:
             self.model = build_model(cfg, self.n_classes)
         self.best = BestEpoch(run_dir.best_model, **run_dir.earlier_best())
         self.fold_epochs = None  # train.folds: each fold head's best epoch
+        self.logistic_c = None  # train.head_solver=logistic: the C it chose (the refit's recipe)
         self.snapshot_epochs = cycle_end_epochs(cfg)  # fine-tuning's weights kept at these epochs (from 1)
         self._streams = None
 
@@ -111,6 +112,7 @@ class Trainer:
                                                              self.index)
             else:
                 head_best = fit_head(self.cfg, self.model, train_xy, val_xy, self.run_dir, self.n_classes)
+                self.logistic_c = getattr(head_best, "c", None)
         if head_best.best < self.best.best:
             self.best.best, self.best.best_epoch = head_best.best, head_best.best_epoch
             self.run_dir.save_model(self.model)

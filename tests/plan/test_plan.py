@@ -46,6 +46,23 @@ def test_a_head_only_plan_and_caches_already_on_disk(indexed, competition_zip):
     assert steps[1].seconds == 0 and steps[1].note == "pixel cache on disk" and steps[2].seconds > 0
 
 
+def test_a_logistic_head_is_planned_from_one_timed_fit_of_its_solver(indexed, competition_zip):
+    """train.head_solver=logistic: no head epochs to time; the C search and the fit on every row, priced per row."""
+    from kit.train.logistic import C_GRID, LOGISTIC_FOLDS
+
+    cfg = indexed(competition_zip, *PLAN, "train.head=features", "train.head_epochs=4", "train.finetune_epochs=0",
+                  "train.head_solver=logistic", "model.pooling=avg_max", "data.image_size=48")
+    n_train, _, _ = len_split(cfg)
+    rates, _, measured = probe.rates_for(cfg, load(cfg), False, "features")
+    assert measured and rates["logistic_row_s"] > 0 and "head" not in rates and "head_epoch_s" not in rates
+    head = {s.name: s for s in estimate.describe(cfg, load(cfg), "train", head_only=True)[1]}["head"]
+    rows = n_train * (1 + len(C_GRID) * (LOGISTIC_FOLDS - 1) / LOGISTIC_FOLDS)
+    assert "a logistic regression" in head.note and head.seconds == pytest.approx(rows * rates["logistic_row_s"])
+    cfg.train.logistic_c = 0.1  # a given C: the fit alone
+    fixed = {s.name: s for s in estimate.describe(cfg, load(cfg), "train", head_only=True)[1]}["head"]
+    assert fixed.seconds == pytest.approx(n_train * rates["logistic_row_s"])
+
+
 def test_a_refit_is_planned_as_a_second_training_on_every_labelled_image(indexed, competition_zip):
     """train.refit_all: the head and fine-tuning again on train + validation, its validation passes computed."""
     cfg = indexed(competition_zip, *PLAN, "train.head=features", "train.head_epochs=4", "train.finetune_epochs=2",
