@@ -117,6 +117,7 @@ class TrainConfig:
     feature_passes: int = setting(0, min=0, max=100)  # head=features: augmented passes cached as features too
     folds: int = setting(0, min=0, max=20)  # head=features: k heads on k folds, averaged (kit/train/folds.py); 0 = one
     feature_image_size: int = setting(0, min=0, max=1024)  # a head-only run's image size (0 = data.image_size)
+    feature_pooling: Literal["", "avg", "max", "avg_max"] = setting("")  # a head-only run's model.pooling ("": same)
     refit_all: Auto = setting(False)  # then again on train + validation (kit/train/refit.py); auto: head-only runs
     members: list[str] = setting([])  # more models on the split, averaged by submit (kit/train/members.py)
     feature_engine: Literal["auto", "tflite", "keras"] = setting("auto")  # kit/model/engine.py

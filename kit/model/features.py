@@ -105,16 +105,30 @@ def refits(cfg: Config) -> bool:
 
 
 def run_config(cfg: Config) -> Config:
-    """The config a run works with: a head-only run's data.image_size is train.feature_image_size when set.
+    """The config a run works with: a head-only run's data.image_size is train.feature_image_size when set, its
+    model.pooling train.feature_pooling (measured: avg_max helps frozen features and hurts fine-tuning); and
+    submit.tta=[auto] resolved (`with_tta`).
 
     A frozen ImageNet backbone gives better features a little above the size it was trained at, because
     its random-resized-crop training showed objects larger than a whole photo at that size shows them
     (FixRes, Touvron et al. 2019; measured in the competition config's comment). A run that fine-tunes
     adapts the backbone to its size instead, so both its stages keep data.image_size.
     """
-    size = cfg.train.feature_image_size
+    size, pooling = cfg.train.feature_image_size, cfg.train.feature_pooling
     cfg = with_tta(cfg, mirrored_in_training(asdict(cfg.train), asdict(cfg.augment)))
+    if pooling and is_head_only(cfg) and pooling != cfg.model.pooling:  # train.feature_pooling, as the size
+        cfg = replace(cfg, model=replace(cfg.model, pooling=pooling))
     return with_image_size(cfg, size) if size and is_head_only(cfg) else cfg
+
+
+POOLING_NAMES = {"GlobalAveragePooling2D": "avg", "GlobalMaxPooling2D": "max", "GlobalAvgMaxPooling2D": "avg_max"}
+
+
+def with_pooling_of(cfg: Config, model: keras.Model) -> Config:
+    """cfg with model.pooling as the loaded model has it (a head-only run's train.feature_pooling), so the plan
+    reads the probe its training measured."""
+    pooling = POOLING_NAMES.get(type(model.get_layer(POOL_LAYER)).__name__, cfg.model.pooling)
+    return cfg if pooling == cfg.model.pooling else replace(cfg, model=replace(cfg.model, pooling=pooling))
 
 
 def mirrored_in_training(train: dict, augment: dict) -> bool:

@@ -143,3 +143,13 @@ def test_avg_max_pooling_is_both_side_by_side_and_saves_with_the_model(logistic_
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(again(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
+
+
+def test_feature_pooling_is_a_head_only_runs_own_and_submit_reads_it_from_the_model(logistic_run):
+    head_only = load_config(None, ["train.head=features", "train.finetune_epochs=0", "train.feature_pooling=avg_max"])
+    fine_tuned = load_config(None, ["train.head=features", "train.finetune_epochs=3", "train.feature_pooling=avg_max"])
+    assert features.run_config(head_only).model.pooling == "avg_max" and head_only.model.pooling == "avg"
+    assert features.run_config(fine_tuned).model.pooling == "avg"  # a fine-tune keeps model.pooling
+    model = build_model(logistic_run, 2)  # avg_max
+    assert features.with_pooling_of(fine_tuned, model).model.pooling == "avg_max"
+    assert features.with_pooling_of(logistic_run, model) is logistic_run
