@@ -26,7 +26,8 @@ from kit.config_values import coerce, read_yaml
 from kit.errors import KitError
 
 Auto = Union[bool, Literal["auto"]]  # YAML true/false/on/off/yes/no, or auto: decided by the device
-VIEWS = Literal["original", "hflip", "zoom", "zoom_hflip", "auto"]  # kit/data/augment.py's TTA_VIEWS; [auto]: features.with_tta
+VIEWS = Literal["original", "hflip", "zoom", "zoom_hflip"]  # kit/data/augment.py's TTA_VIEWS
+TTA_SETTING = Literal[VIEWS, "auto"]  # submit.tta=[auto]: the views chosen per run (kit/model/features.py: with_tta)
 BACKBONE_NAMES = Literal["mobilenet_v2", "mobilenet", "mobilenet_075", "efficientnet_b0", "efficientnetv2_b0",
                          "resnet50", "inception_v3", "xception", "convnext_tiny", "small_cnn"]  # kit/model/backbones.py
 EXPORT_FORMATS = Literal["keras", "saved_model", "tflite", "tflite_float16", "tflite_dynamic"]
@@ -129,7 +130,7 @@ class TrainConfig:
 @dataclass
 class SubmitConfig:
     run: str = setting("", resume=False)  # run folder or name to predict with (empty: the newest)
-    tta: list[VIEWS] = setting(["original", "hflip"], nonempty=True, resume=False)
+    tta: list[TTA_SETTING] = setting(["original", "hflip"], nonempty=True, resume=False)
     calibrate: Literal["auto", "none", "clip", "temperature"] = setting("auto", resume=False)  # kit/model/calibrate.py
     snapshots: Literal["auto", "best", "last_k"] = setting("auto", resume=False)  # kit/model/ensemble.py
     snapshot_k: int = setting(2, min=1, max=100, resume=False)  # submit.snapshots=last_k: how many

@@ -219,13 +219,6 @@ class RunDir:
             return bool(train["precompute"])
         return train.get("head") == "features" and train.get("finetune_epochs") == 0
 
-    def saw_mirrored(self) -> bool:
-        """Whether the run's model was trained on mirrored pictures (kit.model.features.mirrored_in_training)."""
-        from kit.model.features import mirrored_in_training
-
-        saved = self.saved_config()
-        return mirrored_in_training(saved.get("train") or {}, saved.get("augment") or {})
-
     def has_progress(self) -> bool:
         """Whether an unfinished run kept anything worth resuming: a completed epoch or a best model."""
         return self.best_model.exists() or self.head_done.exists() or any(

@@ -139,6 +139,12 @@ def mirrored_in_training(train: dict, augment: dict) -> bool:
     return flips and (not on_features_alone or bool(train.get("feature_passes")))
 
 
+def saw_mirrored(run_dir) -> bool:
+    """Whether a run folder's model was trained on mirrored pictures, by its saved config."""
+    saved = run_dir.saved_config()
+    return mirrored_in_training(saved.get("train") or {}, saved.get("augment") or {})
+
+
 def with_tta(cfg: Config, mirrored: bool) -> Config:
     """submit.tta=[auto] resolved: [original, hflip] for a model that saw mirrored pictures in training,
     [original] for one that never did. Measured on the mini competition (256 px features, a logistic head on

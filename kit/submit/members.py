@@ -18,7 +18,7 @@ import pandas as pd
 from kit.config import Config, with_image_size
 from kit.errors import KitError
 from kit.model import ensemble
-from kit.model.features import with_tta
+from kit.model.features import saw_mirrored, with_tta
 from kit.model.calibrate import EPS
 from kit.runs import RunDir
 from kit.submit import snapshots
@@ -63,7 +63,7 @@ def predict_run(cfg: Config, run_dir: RunDir, classes: list[str], val_paths: lis
         raise KitError(f"run {run_dir.name} was trained on classes {its_classes}, not {classes}: pick runs of this "
                        "dataset with submit.run")
     cfg = with_image_size(cfg, run_dir.image_size(model))  # e.g. a head-only run at its features' size
-    cfg = with_tta(cfg, run_dir.saw_mirrored())  # submit.tta=[auto]: each run's own views
+    cfg = with_tta(cfg, saw_mirrored(run_dir))  # submit.tta=[auto]: each run's own views
     from_features = run_dir.is_head_only_on_features()
     # Predicted here, by the same code as the test set: no shortcut through saved predictions.
     choice = snapshots.choose(cfg, run_dir, model, val_paths, labels, from_features)

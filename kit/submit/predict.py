@@ -28,7 +28,7 @@ from kit.data.user_images import image_files, read_images
 from kit.errors import KitError
 from kit.fsutil import atomic_path, file_in_the_way
 from kit.model import device
-from kit.model.features import with_tta
+from kit.model.features import saw_mirrored, with_tta
 from kit.model.inference import class_table, predict_views
 from kit.runs import RunDir
 
@@ -143,7 +143,7 @@ def run(cfg: Config, images: Sequence[str], run_name: str | None = None, top_k: 
     device.for_prediction(cfg)
     model, classes = run_dir.load_model()
     at_size = with_image_size(cfg, run_dir.image_size(model))  # the run's size, not the current config's
-    views = list(with_tta(cfg, run_dir.saw_mirrored()).submit.tta) if tta else ["original"]
+    views = list(with_tta(cfg, saw_mirrored(run_dir)).submit.tta) if tta else ["original"]
     print(f"predict: run {run_dir.name} ({len(classes)} classes), {at_size.data.image_size} px, "
           f"views {', '.join(views)}")
     table, reasons = predict_entries(at_size, model, entries, views, len(classes))

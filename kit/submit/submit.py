@@ -26,7 +26,7 @@ from kit.config import Config, with_image_size
 from kit.data.dataset import load_index
 from kit.errors import KitError
 from kit.model import calibrate, device
-from kit.model.features import with_pooling_of, with_tta
+from kit.model.features import saw_mirrored, with_pooling_of, with_tta
 from kit.model.metrics import clip_probabilities, log_loss
 from kit.plan.estimate import print_plan, took_line
 from kit.runs import RunDir
@@ -136,7 +136,7 @@ def run(cfg: Config) -> Path:
         raise KitError(f"run {run_dir.name} was trained on classes {classes}, the index has {index.classes}: "
                        f"pick a run of this dataset with submit.run")
     at_size = with_image_size(cfg, run_dir.image_size(model))  # e.g. a head-only run at its features' size
-    at_size = with_tta(with_pooling_of(at_size, model), run_dir.saw_mirrored())  # [auto]: hflip if trained on flips
+    at_size = with_tta(with_pooling_of(at_size, model), saw_mirrored(run_dir))  # [auto]: hflip if trained on flips
     print(f"submit: run {run_dir.name} at {at_size.data.image_size} px, TTA views {at_size.submit.tta}, "
           f"clip {cfg.submit.clip}" + (f", averaged with its {len(runs) - 1} train.members" if len(runs) > 1 else ""))
     from_features = run_dir.is_head_only_on_features()
