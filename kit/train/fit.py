@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -151,7 +152,7 @@ def write_report(run_dir: RunDir) -> None:
 
 def run(cfg: Config) -> Path:
     """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
-    cfg = features.run_config(cfg)  # a head-only run may work at its own image size (saved with the run)
+    asked_tta, cfg = cfg.submit.tta, features.run_config(cfg)  # a head-only run may work at its own image size
     backend.check_supported()
     index = load_index(cfg)
     check_plan(cfg, index)
@@ -185,5 +186,6 @@ def run(cfg: Config) -> Path:
           f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping; "
           f"{summary['val_log_loss_calibrated']:.4f} calibrated ({summary['calibration']['method']}), out of fold); "
           f"model in {run_dir.best_model}")
-    train_members(cfg, run_dir, run)  # each a run of its own, after this one (its lock released)
+    # each a run of its own, after this one (its lock released); submit.tta=[auto] resolved by each for itself
+    train_members(replace(cfg, submit=replace(cfg.submit, tta=asked_tta)), run_dir, run)
     return run_dir.path

@@ -153,3 +153,16 @@ def test_feature_pooling_is_a_head_only_runs_own_and_submit_reads_it_from_the_mo
     model = build_model(logistic_run, 2)  # avg_max
     assert features.with_pooling_of(fine_tuned, model).model.pooling == "avg_max"
     assert features.with_pooling_of(logistic_run, model) is logistic_run
+
+
+def test_members_resolve_auto_tta_for_themselves(logistic_run, monkeypatch):
+    """A fine-tuned run averages flips; its head-only member, trained on un-mirrored features, must not."""
+    handed = []
+    monkeypatch.setattr(fit, "train_members", lambda cfg, run_dir, run: handed.append(cfg))
+    logistic_run.train.finetune_epochs, logistic_run.train.members = 1, ["train.finetune_epochs=0"]
+    summary = json.loads(RunDir(fit.run(logistic_run)).summary_file.read_text())
+    assert summary["tta"] == ["original", "hflip"] and handed[0].submit.tta == ["auto"]
+    from kit.train.members import with_overrides
+
+    member = features.run_config(with_overrides(handed[0], 1))
+    assert member.submit.tta == ["original"] and member.model.pooling == "avg_max"
