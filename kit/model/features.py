@@ -114,20 +114,20 @@ def run_config(cfg: Config) -> Config:
     (FixRes, Touvron et al. 2019; measured in the competition config's comment). A run that fine-tunes
     adapts the backbone to its size instead, so both its stages keep data.image_size.
     """
-    size, pooling = cfg.train.feature_image_size, cfg.train.feature_pooling
+    size, pooling, head_only = cfg.train.feature_image_size, cfg.train.feature_pooling, is_head_only(cfg)
     cfg = with_tta(cfg, mirrored_in_training(asdict(cfg.train), asdict(cfg.augment)))
-    if pooling and is_head_only(cfg) and pooling != cfg.model.pooling:  # train.feature_pooling, as the size
+    if pooling and head_only and pooling != cfg.model.pooling:  # train.feature_pooling, as the size
         cfg = replace(cfg, model=replace(cfg.model, pooling=pooling))
-    return with_image_size(cfg, size) if size and is_head_only(cfg) else cfg
-
-
-POOLING_NAMES = {"GlobalAveragePooling2D": "avg", "GlobalMaxPooling2D": "max", "GlobalAvgMaxPooling2D": "avg_max"}
+    return with_image_size(cfg, size) if size and head_only else cfg
 
 
 def with_pooling_of(cfg: Config, model: keras.Model) -> Config:
     """cfg with model.pooling as the loaded model has it (a head-only run's train.feature_pooling), so the plan
     reads the probe its training measured."""
-    pooling = POOLING_NAMES.get(type(model.get_layer(POOL_LAYER)).__name__, cfg.model.pooling)
+    from kit.model.backbones import POOLING
+
+    kind = type(model.get_layer(POOL_LAYER))
+    pooling = next((name for name, make in POOLING.items() if type(make()) is kind), cfg.model.pooling)
     return cfg if pooling == cfg.model.pooling else replace(cfg, model=replace(cfg.model, pooling=pooling))
 
 
@@ -264,8 +264,13 @@ def predict_views_from_features(cfg: Config, model: keras.Model, paths: Sequence
     total = None
     for view in views:
         vectors = features(cfg, model, paths, name, view, identity=identity)
-        # One eager call: a few small ops over the whole array beat tracing a predict function.
-        probabilities = keras.ops.convert_to_numpy(head(vectors, training=False)).astype(np.float64)
+        probabilities = probabilities_of(head, vectors)
         total = probabilities if total is None else total + probabilities
     mean = total / len(views)
     return mean[:, 0] if mean.shape[1] == 1 else mean
+
+
+def probabilities_of(head: keras.Model, vectors: np.ndarray) -> np.ndarray:
+    """The head's outputs for feature vectors in one eager call: a few small ops over the whole array beat
+    tracing a predict function, and there are no batches for a DataParallel distribution to split unevenly."""
+    return keras.ops.convert_to_numpy(head(vectors, training=False)).astype(np.float64)

@@ -96,10 +96,13 @@ def train_steps(cfg: Config, index, rates: dict) -> list[Step]:
         steps += feature_steps[:2]
         heads = max(1, t.folds) + again_all  # train.folds: k heads, each on k-1 folds of the rows
         samples = t.head_epochs * passes * (n_train * max(1, t.folds - 1) + again_all * (n_train + n_val))
-        seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
-            samples / rates["head"] if "head" in rates else logistic_seconds(cfg, rates, n_train, n_val, again_all)
-        steps.append(Step("head", samples, seconds, (f"{plural(t.head_epochs, 'epoch')}" if "head" in rates else
-                                                     "a logistic regression") + " on feature vectors"
+        if "logistic_row_s" in rates:  # kit/train/logistic.py: no epochs
+            seconds, what = logistic_seconds(cfg, rates, n_train, n_val, again_all), "a logistic regression"
+        else:
+            seconds = heads * (rates.get("head_setup_s", 0.0) + t.head_epochs * rates.get("head_epoch_s", 0.0)) + \
+                samples / rates["head"]
+            what = plural(t.head_epochs, "epoch")
+        steps.append(Step("head", samples, seconds, what + " on feature vectors"
                           + (f", {t.folds} fold heads" if t.folds > 1 else "") + refit))
     elif t.head_epochs:
         per_epoch = n_train / rates["frozen"] + n_val / rates["keras"]

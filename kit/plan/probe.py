@@ -240,11 +240,11 @@ def measure(cfg: Config, sample_paths: list[str], labels: np.ndarray, n_classes:
     rates["feature_dim"] = int(features.feature_extractor(model).output.shape[-1])
     # A whole model's TFLite copy (submit, predict) converts like the extractor: the full graph, traced once.
     # A head-only run's submit predicts from features: its probe skips the conversion (the extractor's stands in).
-    full_started, tflite = time.perf_counter(), engine.engine_name(cfg) == "tflite"
-    if tflite and (finetune or head != "features"):
+    tflite, full = engine.engine_name(cfg) == "tflite", finetune or head != "features"
+    full_started = time.perf_counter()
+    if tflite and full:
         engine.to_tflite(model)
-    rates["model_convert_s"] = time.perf_counter() - full_started if finetune or head != "features" else \
-        rates["engine_prepare_s"] * tflite
+    rates["model_convert_s"] = time.perf_counter() - full_started if full else rates["engine_prepare_s"] * tflite
     if finetune or head == "images":
         rates["keras_warmup_s"], rates["keras"] = timed_calls(device.forward(model), pixels[:batch], 2)
     if head == "images":

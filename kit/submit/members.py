@@ -38,11 +38,15 @@ class Predicted:
                 "refit": self.refit, "val_log_loss": self.val_log_loss}
 
 
+def member_numbers(cfg: Config, run_dir: RunDir) -> list[int]:
+    """The members (numbers from 1) the run trained and submit averages: none with submit.members=false."""
+    return (run_dir.summary().get("members") or []) if cfg.submit.members else []  # kit/train/members.py
+
+
 def runs_to_average(cfg: Config, run_dir: RunDir, val: pd.DataFrame) -> list[RunDir]:
     """[the run, its members...]: each member finished and validated on the run's images, else one line."""
-    wanted = (run_dir.summary().get("members") or []) if cfg.submit.members else []  # kit/train/members.py
     runs = [run_dir]
-    for member in map(run_dir.member, wanted):
+    for member in map(run_dir.member, member_numbers(cfg, run_dir)):
         if not member.is_finished() or not member.best_model.is_file():
             raise KitError(f"member {member.name} of run {run_dir.name} is not trained ({member.path}): finish it with "
                            "`make train` (the same config continues), or submit with --set submit.members=false")

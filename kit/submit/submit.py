@@ -140,8 +140,8 @@ def run(cfg: Config) -> Path:
     print(f"submit: run {run_dir.name} at {at_size.data.image_size} px, TTA views {at_size.submit.tta}, "
           f"clip {cfg.submit.clip}" + (f", averaged with its {len(runs) - 1} train.members" if len(runs) > 1 else ""))
     from_features = run_dir.is_head_only_on_features()
-    planned = [at_size.train.members[n - 1] for n in run_dir.summary().get("members") or [] if cfg.submit.members
-               and 0 < n <= len(at_size.train.members)]  # the members the run trained, not the config's list
+    planned = [at_size.train.members[n - 1] for n in members.member_numbers(cfg, run_dir)
+               if n <= len(at_size.train.members)]  # the members the run trained, not the config's list
     steps = print_plan(replace(at_size, train=replace(at_size.train, members=planned)), index, "submit", from_features,
                        snapshots=len(snapshots.usable(at_size, run_dir, from_features)))
     labels, test = val["label"].to_numpy(), list(index.test["path"])

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -109,7 +108,8 @@ def finish(cfg: Config, trainer: Trainer, started: float) -> dict:
                "train_images": len(index.train), "val_images": len(val_paths), "classes": classes,
                "head": cfg.train.head, "head_epochs": cfg.train.head_epochs,
                "finetune_epochs": cfg.train.finetune_epochs, "feature_passes": cfg.train.feature_passes,
-               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs, "logistic_c": trainer.logistic_c, "members": distinct_members(cfg),
+               "folds": cfg.train.folds, "fold_epochs": trainer.fold_epochs, "logistic_c": trainer.logistic_c,
+               "members": distinct_members(cfg),
                "refit": features.refits(cfg),
                "image_size": cfg.data.image_size, "tta": list(cfg.submit.tta),
                "seconds": round(time.time() - started, 1)}
@@ -152,7 +152,7 @@ def write_report(run_dir: RunDir) -> None:
 
 def run(cfg: Config) -> Path:
     """Train (or continue) one run; return its folder (runs/<run>/ with best.keras, metrics.csv, ...)."""
-    asked_tta, cfg = cfg.submit.tta, features.run_config(cfg)  # a head-only run may work at its own image size
+    given, cfg = cfg, features.run_config(cfg)  # a head-only run may work at its own image size (saved with the run)
     backend.check_supported()
     index = load_index(cfg)
     check_plan(cfg, index)
@@ -186,6 +186,7 @@ def run(cfg: Config) -> Path:
           f"({summary['val_log_loss_tta']:.4f} with TTA {list(cfg.submit.tta)}, no clipping; "
           f"{summary['val_log_loss_calibrated']:.4f} calibrated ({summary['calibration']['method']}), out of fold); "
           f"model in {run_dir.best_model}")
-    # each a run of its own, after this one (its lock released); submit.tta=[auto] resolved by each for itself
-    train_members(replace(cfg, submit=replace(cfg.submit, tta=asked_tta)), run_dir, run)
+    # each a run of its own, after this one (its lock released), from the config as given: its own run_config
+    # decides its size, pooling and submit.tta=[auto], not this run's
+    train_members(given, run_dir, run)
     return run_dir.path

@@ -48,14 +48,14 @@ def fit_fold_heads(cfg: Config, model, train_xy, val_xy, run_dir: RunDir, index)
                         choose_epoch=True)
         weights.append(head.get_weights())
         epochs.append(best.best_epoch)
-        oof[held] = probabilities_of(head, x[:n][held])
+        oof[held] = features.probabilities_of(head, x[:n][held])
         logs.append(pd.read_csv(run_dir.metrics))
     head.set_weights([np.mean(layer, axis=0) for layer in zip(*weights)])
     write_text_atomic(run_dir.metrics, mean_log(logs).to_csv(index=False))
     labels = index.train["label"].to_numpy()
     probabilities = oof[:, 0] if n_classes == 2 else oof
     write_oof(run_dir, index.train, probabilities, index.classes)
-    val_probabilities = probabilities_of(head, val_xy[0])
+    val_probabilities = features.probabilities_of(head, val_xy[0])
     val_loss = log_loss(index.val["label"].to_numpy(), val_probabilities[:, 0] if n_classes == 2 else val_probabilities)
     print(f"train: {k} heads averaged: out-of-fold log loss {log_loss(labels, probabilities):.4f} on the "
           f"{n:,} training images, {val_loss:.4f} on validation (no TTA); best epochs {epochs}")
@@ -77,11 +77,3 @@ def write_oof(run_dir: RunDir, train: pd.DataFrame, probabilities: np.ndarray, c
         for i, name in enumerate(classes):
             frame[f"prob_{name}"] = probabilities[:, i]
     write_text_atomic(run_dir.oof_predictions, frame.to_csv(index=False))
-
-
-def probabilities_of(head, vectors: np.ndarray) -> np.ndarray:
-    """The head's outputs for feature vectors in one eager call (as kit.model.features predicts): no batches for
-    a DataParallel distribution to split unevenly."""
-    import keras
-
-    return keras.ops.convert_to_numpy(head(vectors, training=False)).astype(np.float64)

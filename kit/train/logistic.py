@@ -93,7 +93,7 @@ def set_head_weights(head, clf, mean: np.ndarray, scale: np.ndarray) -> None:
 def fit_logistic(cfg: Config, head, train_xy, val_xy, run_dir: RunDir, n_classes: int) -> BestEpoch:
     """Fit the head (features.head_model(model): its layers are the model's) on feature arrays; see the module."""
     x, y = train_xy
-    labels = (y[:, 0] > 0.5).astype(int) if n_classes == 2 else y.argmax(axis=1)
+    labels = _labels(y, n_classes)
     n_images = len(x) // (cfg.train.feature_passes + 1)
     mean, scale = standardised(x)
     z = ((x - mean) / scale).astype(np.float32)
@@ -127,11 +127,15 @@ def row_seconds(dim: int, n_classes: int, rows: int = 2048) -> float:
     return (time.perf_counter() - started) / rows
 
 
-def _scores(head, x: np.ndarray, y: np.ndarray, n_classes: int, prefix: str) -> dict:
-    import keras
+def _labels(y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class numbers from recipe.label_array's targets ((n, 1) P(class 1), or one-hot rows)."""
+    return (y[:, 0] > 0.5).astype(int) if n_classes == 2 else y.argmax(axis=1)
 
-    p = keras.ops.convert_to_numpy(head(x, training=False)).astype(np.float64)
-    labels = (y[:, 0] > 0.5).astype(int) if n_classes == 2 else y.argmax(axis=1)
+
+def _scores(head, x: np.ndarray, y: np.ndarray, n_classes: int, prefix: str) -> dict:
+    from kit.model.features import probabilities_of
+
+    p, labels = probabilities_of(head, x), _labels(y, n_classes)
     p = p[:, 0] if n_classes == 2 else p
     predicted = (p > 0.5).astype(int) if n_classes == 2 else p.argmax(axis=1)
     loss = log_loss(labels, p)
