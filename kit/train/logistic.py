@@ -5,7 +5,8 @@ regression (scikit-learn), its strength chosen by cross-validation in the traini
 
 Why: a head on frozen features is a convex problem, and the SGD head (kit/train/head.py) leaves its
 regularisation to dropout and a fixed number of epochs. Measured on the mini competition's 256 px MobileNetV2
-features, kit's own split: 0.0283-0.0291 validation log loss against 0.0330 for the Adam head (BENCHMARKS.md).
+features, kit's own split: 0.0283-0.0291 validation log loss against 0.0330 for the Adam head (README.md, "What
+to expect").
 The features are standardised (each dimension to mean 0, variance 1, so one L2 strength fits all of them) and
 the standardisation is folded into the model's own `head_out` Dense layer: best.keras, submit, predict and
 export see an ordinary model. Binary: P(last class) from one sigmoid unit; more classes: multinomial (softmax).
